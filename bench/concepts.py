@@ -1,0 +1,95 @@
+"""Concept vocabulary: maps an explanation's free words onto concepts with synonym sets.
+
+Scoring reads words through this one place: lower-case, keep letters, drop stop words, lemmatise
+(simplemma ships its data, so it works offline), then look the lemma up in synonym sets
+(water: water, ocean, lake, sea, wave, ...). A word may belong to several concepts; its weight is
+then split evenly between them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable, Mapping, Sequence
+
+import simplemma
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from bench.contract import Explanation
+
+EXTRA_STOP_WORDS = frozenset({"photo", "picture", "image", "shape", "there", "object", "thing", "look", "like"})
+STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | EXTRA_STOP_WORDS
+_LETTERS = re.compile(r"[a-z]+")
+
+
+@lru_cache(maxsize=65536)
+def lemma(word: str) -> str:
+    word = word.lower()
+    return simplemma.lemmatize(word, lang="en").lower()
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased, lemmatised words of `text` without stop words or non-letters."""
+    words = (lemma(w) for w in _LETTERS.findall(text.lower()) if w not in STOP_WORDS)
+    return [w for w in words if w not in STOP_WORDS and len(w) > 1]
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str
+    kind: str  # object | background | colour | size | distractor | class
+    synonyms: tuple[str, ...]
+    group: str | None = None  # e.g. "water" / "land" for backgrounds of the waterbirds layout
+
+
+class ConceptVocabulary:
+    """Synonym sets over lemmas; the bridge from an explanation's words to ground-truth concepts."""
+
+    def __init__(self, concepts: Iterable[Concept]):
+        self.concepts = tuple(concepts)
+        self._by_name = {c.name: c for c in self.concepts}
+        if len(self._by_name) != len(self.concepts):
+            raise ValueError("concept names must be unique")
+        index: dict[str, list[Concept]] = {}
+        for concept in self.concepts:
+            for phrase in (concept.name, *concept.synonyms):
+                for word in content_words(phrase):
+                    if concept not in index.setdefault(word, []):
+                        index[word].append(concept)
+        self._index = index
+
+    def __getitem__(self, name: str) -> Concept:
+        return self._by_name[name]
+
+    def words(self, kinds: Sequence[str] | None = None) -> list[str]:
+        """Every lemma the vocabulary knows (of the given concept kinds), sorted."""
+        return sorted(w for w, cs in self._index.items() if kinds is None or any(c.kind in kinds for c in cs))
+
+    def lookup(self, text: str) -> list[Concept]:
+        """Concepts named by a word or phrase (each content word looked up)."""
+        found: list[Concept] = []
+        for word in content_words(text):
+            for concept in self._index.get(word, ()):
+                if concept not in found:
+                    found.append(concept)
+        return found
+
+    def concept_weights(self, explanation: Explanation | Mapping[str, float]) -> dict[str, float]:
+        """Share of the explanation's total weight that lands on each concept (sums to <= 1)."""
+        weights = explanation.weights if isinstance(explanation, Explanation) else dict(explanation)
+        total = sum(weights.values())
+        shares: dict[str, float] = {}
+        if total <= 0:
+            return shares
+        for text, weight in weights.items():
+            hits = [(w, self._index[w]) for w in content_words(text) if w in self._index]
+            for _, concepts in hits:
+                for concept in concepts:
+                    share = weight / total / len(hits) / len(concepts)
+                    shares[concept.name] = shares.get(concept.name, 0.0) + share
+        return shares
+
+    def share(self, explanation: Explanation | Mapping[str, float], kind: str, group: str | None = None) -> float:
+        """Weight share on concepts of one kind (and optionally one group)."""
+        return sum(v for name, v in self.concept_weights(explanation).items()
+                   if self[name].kind == kind and (group is None or self[name].group == group))

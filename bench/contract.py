@@ -1,0 +1,181 @@
+"""The contract between tasks, explainers and the harness: small, frozen, one screen.
+
+Data flows one way: a Task prepares Cases (a subject model, what it may show an explainer,
+which targets to explain); an Explainer turns each Case into Explanations; the Task scores them
+against ground truth it measured itself and never showed the explainer.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
+
+
+class ExplainerError(RuntimeError):
+    """An explainer broke the contract (wrong count, NaN or negative weights, ...)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is explained: a class of the subject, a unit of a layer, or a direction in a feature space."""
+
+    kind: Literal["class", "unit", "direction"]
+    index: int = -1
+    name: str = ""
+    layer: str = "penultimate"
+    direction: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("class", "unit", "direction"):
+            raise ValueError(f"Target.kind must be class, unit or direction, not {self.kind!r}")
+        if self.kind == "direction" and not self.direction:
+            raise ValueError("a direction target needs its direction vector")
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name or self.index}@{self.layer}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Concepts ranked by non-negative weight, plus optional evidence (sentences, captions, image ids)."""
+
+    target: Target
+    concepts: tuple[tuple[str, float], ...]
+    evidence: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for word, weight in self.concepts:
+            if not isinstance(word, str) or not word:
+                raise ExplainerError(f"{self.target.key}: concept {word!r} is not a non-empty string")
+            if not (isinstance(weight, (int, float, np.floating)) and math.isfinite(weight) and weight >= 0):
+                raise ExplainerError(f"{self.target.key}: weight of {word!r} is {weight!r}; "
+                                     "weights must be finite and non-negative")
+
+    @classmethod
+    def from_weights(cls, target: Target, weights: Mapping[str, float], evidence: Sequence[str] = (),
+                     top_k: int | None = None) -> "Explanation":
+        """Rank a word -> weight mapping (ties broken by word, so the order is reproducible)."""
+        ranked = sorted(((w, float(v)) for w, v in weights.items()), key=lambda p: (-p[1], p[0]))
+        ranked = [p for p in ranked if p[1] > 0][:top_k]
+        return cls(target, tuple(ranked), tuple(evidence))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.concepts)
+
+    def words(self, k: int | None = None) -> list[str]:
+        return [w for w, _ in self.concepts[:k]]
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """The probe images an explainer may look at, with the subject's cached view of them.
+
+    features: (N, D) activations at `layer`; logits: (N, C). Ground-truth attributes are NOT here.
+    """
+
+    images: np.ndarray
+    features: np.ndarray
+    logits: np.ndarray
+    layer: str
+    ids: tuple[str, ...]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """Everything an explainer may use. `attributes` is filled only for declared oracles."""
+
+    probe: Probe
+    vocabulary: Sequence[str]
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path = Path(".fexbench-cache")
+    attributes: Mapping[str, tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Subject:
+    """A classifier under study. `model` maps images to logits; `features(images, layer)` gives activations."""
+
+    name: str
+    model: Any
+    class_names: tuple[str, ...]
+    layers: tuple[str, ...]
+    weights_hash: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Explainer(abc.ABC):
+    """fit (optional, its cost is counted) then explain. Constructor arguments are the config."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    is_oracle: ClassVar[bool] = False
+
+    def fit(self, subject: Subject, context: Context) -> "Explainer":
+        return self
+
+    @abc.abstractmethod
+    def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
+        """One Explanation per target, in order."""
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, recorded with every result (sklearn's get_params, in short)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject to explain, with what the explainer may see and which targets to explain."""
+
+    subject: Subject
+    context: Context
+    targets: tuple[Target, ...]
+    oracle_attributes: Mapping[str, tuple[str, ...]] | None = None
+
+
+class Task(abc.ABC):
+    """Prepares cases and measured ground truth once, then scores any explainer's explanations."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    metrics: ClassVar[tuple[Any, ...]] = ()
+
+    @abc.abstractmethod
+    def prepare(self, env: Any) -> "Prepared":
+        """Build data, subjects and ground truth (cached by content); no explainer is involved."""
+
+    @abc.abstractmethod
+    def score(self, prepared: "Prepared", explanations: Mapping[str, list[Explanation]]) -> "Scored":
+        """Score explanations (subject name -> one per target) against the prepared ground truth."""
+
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A task's cases with the ground truth it measured (subject name -> figures) and content hashes."""
+
+    cases: tuple[Case, ...]
+    ground_truth: Mapping[str, Mapping[str, Any]]
+    hashes: Mapping[str, str]
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Metric values (with CIs) and the per-subject raw numbers behind them."""
+
+    metrics: tuple[Any, ...]  # MetricValue
+    per_subject: Mapping[str, Mapping[str, Any]]

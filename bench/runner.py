@@ -1,0 +1,147 @@
+"""The harness: every explainer on every task, one isolated, resumable job per pair.
+
+A job's failure (an exception, a NaN weight, a wrong number of explanations) becomes an error row
+with its message; the other jobs run on. A job whose result file already holds an ok result with
+the same job key (task config, explainer config, seed, data and weight hashes) is not run again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import psutil
+
+from bench import registry
+from bench.cache import ArrayCache, stable_hash
+from bench.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
+from bench.results import JobResult, ResultsError, read_result, result_path, write_result
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where things go and how to run: shared by every task and explainer of a run."""
+
+    cache_dir: Path = Path(".fexbench-cache")
+    out_dir: Path = Path("fexbench-results")
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    @property
+    def arrays(self) -> ArrayCache:
+        return ArrayCache(self.cache_dir)
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 10 ms)."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval, self.peak_mb = interval, 0.0
+        self._proc, self._stop = psutil.Process(), threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+
+def check_explanations(explainer: str, case: Case, explanations: Any) -> list[Explanation]:
+    """The contract, enforced: one Explanation per target, in order."""
+    where = f"explainer {explainer!r} on subject {case.subject.name!r}"
+    if not isinstance(explanations, (list, tuple)) or len(explanations) != len(case.targets):
+        n = len(explanations) if isinstance(explanations, (list, tuple)) else type(explanations).__name__
+        raise ExplainerError(f"{where} returned {n} explanations for {len(case.targets)} targets")
+    for exp, target in zip(explanations, case.targets):
+        if not isinstance(exp, Explanation):
+            raise ExplainerError(f"{where} returned a {type(exp).__name__}, not an Explanation")
+        if exp.target != target:
+            raise ExplainerError(f"{where} answered target {exp.target.key} where {target.key} was asked")
+    return list(explanations)
+
+
+def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int) -> tuple[dict, float, float, dict]:
+    """Run one explainer over every case: a fresh instance per subject, fit then explain."""
+    explanations, fit_s, explain_s, config = {}, 0.0, 0.0, {}
+    for case in prepared.cases:
+        explainer = factory()
+        config = explainer.config()
+        context = case.context
+        if explainer.is_oracle:
+            context = dataclasses.replace(context, attributes=case.oracle_attributes)
+        context = dataclasses.replace(context, seed=seed)
+        t0 = time.perf_counter()
+        explainer = explainer.fit(case.subject, context) or explainer
+        t1 = time.perf_counter()
+        out = explainer.explain(case.subject, case.targets, context)
+        explain_s += time.perf_counter() - t1
+        fit_s += t1 - t0
+        explanations[case.subject.name] = check_explanations(explainer.name, case, out)
+    return explanations, fit_s, explain_s, config
+
+
+def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
+            factory: Callable[[], Explainer], env: Environment, resume: bool = True) -> JobResult:
+    probe = factory()
+    key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
+                       "explainer_config": probe.config(), "seed": env.seed, "hashes": dict(prepared.hashes)}, 24)
+    path = result_path(env.out_dir, task_name, explainer_name)
+    if resume and path.exists():
+        try:
+            old = read_result(path)
+            if old.status == "ok" and old.job_key == key:
+                return old
+        except ResultsError:
+            pass  # an unreadable old result is simply recomputed
+    common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
+                  config={"task": task.config(), "explainer": probe.config()}, hashes=dict(prepared.hashes),
+                  ground_truth=dict(prepared.ground_truth))
+    start = time.perf_counter()
+    with PeakMemory() as mem:
+        try:
+            explanations, fit_s, explain_s, _ = explain_cases(factory, prepared, env.seed)
+            scored = task.score(prepared, explanations)
+            result = JobResult(status="ok", metrics=tuple(scored.metrics), per_subject=dict(scored.per_subject),
+                               fit_time_s=fit_s, explain_time_s=explain_s, **common)
+        except Exception as exc:  # one failing job never sinks the others
+            tb = traceback.format_exc(limit=-3)
+            result = JobResult(status="error", error=f"{type(exc).__name__}: {exc}\n{tb}", **common)
+    result = dataclasses.replace(result, wall_time_s=time.perf_counter() - start, peak_rss_mb=mem.peak_mb)
+    write_result(env.out_dir, result)
+    return result
+
+
+def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
+        task_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        explainer_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        resume: bool = True, log: Callable[[str], None] = print) -> list[JobResult]:
+    """Prepare each task once, then run every explainer on it."""
+    task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
+    results = []
+    for task_name in task_names:
+        task = registry.tasks.get(task_name)(**task_configs.get(task_name, {}))
+        t0 = time.perf_counter()
+        prepared = task.prepare(env)
+        log(f"[{task_name}] prepared {len(prepared.cases)} subjects in {time.perf_counter() - t0:.1f}s")
+        for explainer_name in explainer_names:
+            cls = registry.explainers.get(explainer_name)
+            kwargs = dict(explainer_configs.get(explainer_name, {}))
+            result = run_job(task_name, task, prepared, explainer_name, lambda: cls(**kwargs), env, resume)
+            status = "ok" if result.status == "ok" else "ERROR: " + (result.error or "").splitlines()[0]
+            log(f"[{task_name}] {explainer_name}: {status} ({result.wall_time_s:.1f}s)")
+            results.append(result)
+    return results

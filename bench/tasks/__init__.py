@@ -1,0 +1,1 @@
+"""Tasks: each prepares measured ground truth and scores explanations against it."""

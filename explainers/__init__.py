@@ -1,0 +1,1 @@
+"""Explainer adapters for fexbench; each registers through the `fexbench.explainers` entry point group."""

@@ -1,0 +1,100 @@
+"""Baseline explainers: the floor (random), the label restated (class-name) and the ceiling (oracle).
+
+A task whose oracle does not score near the top, or whose random control does not sit at chance,
+is broken; these three rows are how the leaderboard shows that it is not.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from bench.cache import stable_hash
+from bench.contract import Context, Explainer, Explanation, Subject, Target
+
+
+def target_scores(target: Target, context: Context) -> np.ndarray:
+    """How strongly each probe image expresses the target: class margin, unit or direction activation."""
+    probe = context.probe
+    if target.kind == "class":
+        logits = probe.logits
+        return logits[:, target.index] - np.delete(logits, target.index, axis=1).max(axis=1)
+    if target.kind == "unit":
+        return probe.features[:, target.index]
+    return probe.features @ np.asarray(target.direction, dtype=probe.features.dtype)
+
+
+class RandomExplainer(Explainer):
+    """Control: words drawn uniformly from the concept vocabulary, with random weights."""
+
+    name = "random"
+    description = "control: random vocabulary words with random weights (scores at chance)"
+
+    def __init__(self, n_words: int = 8):
+        self.n_words = n_words
+
+    def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
+        vocab = sorted(context.vocabulary)
+        out = []
+        for target in targets:
+            seed = int(stable_hash([context.seed, subject.name, target.key], 8), 16)
+            rng = np.random.default_rng(seed)
+            words = rng.choice(len(vocab), size=min(self.n_words, len(vocab)), replace=False)
+            weights = rng.random(len(words))
+            out.append(Explanation.from_weights(target, {vocab[i]: w for i, w in zip(words, weights)}))
+        return out
+
+
+class ClassNameExplainer(Explainer):
+    """Restates the label: a class target is explained by its class name, a unit by its most aligned class."""
+
+    name = "class-name"
+    description = "baseline: names the class only (what restating the label earns)"
+
+    def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
+        out = []
+        for target in targets:
+            if target.kind == "class":
+                cls = target.index
+            else:
+                act = target_scores(target, context)
+                corr = [np.corrcoef(act, context.probe.logits[:, c])[0, 1] for c in range(len(subject.class_names))]
+                cls = int(np.nanargmax(corr))
+            out.append(Explanation.from_weights(target, {subject.class_names[cls]: 1.0}))
+        return out
+
+
+class OracleExplainer(Explainer):
+    """Ceiling: reads the ground-truth attributes of the target's top-activating probe images.
+
+    Weight of an attribute value = how much more frequent it is among the top images than in the
+    whole probe set (enrichment, clipped at 0), so a value that is everywhere explains nothing.
+    """
+
+    name = "oracle"
+    description = "ceiling (oracle): enrichment of ground-truth attributes in the target's top probe images"
+    is_oracle = True
+
+    def __init__(self, top_fraction: float = 0.2):
+        self.top_fraction = top_fraction
+
+    def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
+        if context.attributes is None:
+            raise RuntimeError("the oracle needs ground-truth attributes; the harness gives them only to oracles")
+        out = []
+        for target in targets:
+            scores = target_scores(target, context)
+            k = max(1, int(round(self.top_fraction * len(scores))))
+            top = np.argsort(-scores, kind="stable")[:k]
+            weights: dict[str, float] = {}
+            for values in context.attributes.values():
+                values = np.asarray(values)
+                names, counts_all = np.unique(values, return_counts=True)
+                freq_all = dict(zip(names, counts_all / len(values)))
+                names_top, counts_top = np.unique(values[top], return_counts=True)
+                for value, count in zip(names_top, counts_top):
+                    gain = count / k - freq_all[value]
+                    if gain > 0:
+                        weights[str(value)] = weights.get(str(value), 0.0) + float(gain)
+            out.append(Explanation.from_weights(target, weights))
+        return out

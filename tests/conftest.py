@@ -1,0 +1,81 @@
+"""Shared test fixtures: tiny datasets written in exactly the real on-disk formats.
+
+The loaders for real data are tested against these, so a loader that passes here reads the
+real release without edits.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Real CUB-200-2011 folder names, split by the Waterbirds label (1 = waterbird).
+_WATERBIRD_SPECIES = ("001.Black_footed_Albatross", "059.California_Gull", "086.Pacific_Loon")
+_LANDBIRD_SPECIES = ("017.Cardinal", "094.White_breasted_Nuthatch",
+                     "187.American_Three_toed_Woodpecker")
+# Places categories used by Waterbirds, as they appear in place_filename.
+_PLACES = {0: ("/b/bamboo_forest", "/f/forest/broadleaf"), 1: ("/o/ocean", "/l/lake/natural")}
+WATERBIRDS_COLUMNS = ("img_id", "img_filename", "y", "split", "place", "place_filename")
+
+
+def write_waterbirds_fixture(root: str | Path, n_per_group: int = 2, image_size: int = 48,
+                             seed: int = 0) -> Path:
+    """Write a tiny Waterbirds release (WILDS `waterbirds_v1.0` layout) under root.
+
+    Every split (0 train, 1 val, 2 test) holds n_per_group images of each (y, place) group.
+    Rows are ordered by species folder as in the real file, so splits interleave.  Images are
+    JPEGs, wider than tall like many real ones: a noisy background (greenish on land, bluish on
+    water) with a bird-coloured block (warm for landbirds, white for waterbirds).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split in (0, 1, 2):
+        for y in (0, 1):
+            for place in (0, 1):
+                for k in range(n_per_group):
+                    species_pool = _WATERBIRD_SPECIES if y else _LANDBIRD_SPECIES
+                    rows.append({"y": y, "split": split, "place": place,
+                                 "species": species_pool[(split + place + k) % len(species_pool)]})
+    rows.sort(key=lambda r: r["species"])
+
+    for img_id, row in enumerate(rows, start=1):
+        species = row["species"]
+        # CUB file names: the species name title-cased, a per-species index, an image number.
+        stem = "_".join(part.capitalize() for part in species.split(".", 1)[1].split("_"))
+        filename = f"{species}/{stem}_{img_id:04d}_{700 + img_id}.jpg"
+        place_dir = _PLACES[row["place"]][img_id % 2]
+        row.update(img_id=img_id, img_filename=filename,
+                   place_filename=f"{place_dir}/{img_id:08d}.jpg")
+
+        path = root / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_fixture_image(rng, row["y"], row["place"], image_size)).save(
+            path, format="JPEG", quality=90)
+
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=WATERBIRDS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def _fixture_image(rng: np.random.Generator, y: int, place: int, size: int) -> np.ndarray:
+    height, width = size, size + size // 3
+    background = np.array([40, 90, 200] if place else [60, 150, 50], dtype=np.float64)
+    bird = np.array([240, 240, 235] if y else [200, 60, 30], dtype=np.float64)
+    image = np.broadcast_to(background, (height, width, 3)).copy()
+    top, left = height // 3, width // 3
+    image[top:top + height // 3, left:left + width // 3] = bird
+    image += rng.normal(0.0, 12.0, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def waterbirds_root(tmp_path: Path) -> Path:
+    """A tiny Waterbirds release: 3 splits x 4 groups x 2 images, 48-pixel JPEGs."""
+    return write_waterbirds_fixture(tmp_path / "waterbirds_v1.0")

@@ -1,0 +1,49 @@
+"""Metrics on hand-computed cases, and bootstrap CIs that behave."""
+import math
+
+import numpy as np
+import pytest
+
+from bench.metrics import auroc, bootstrap_ci, nanmean, spearman
+
+
+def test_spearman_hand_computed():
+    # ranks x: 1 2 3 4, ranks y: 1 3 2 4 -> d^2 = 0+1+1+0 = 2 -> rho = 1 - 6*2/(4*15) = 0.8
+    assert spearman([0.1, 0.2, 0.3, 0.4], [1, 5, 3, 9]) == pytest.approx(0.8)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_spearman_constant_scores_mean_no_information():
+    assert spearman([0.0, 0.0, 0.0], [0.1, 0.5, 0.9]) == 0.0
+
+
+def test_auroc_hand_computed():
+    # positives scored 0.8, 0.4; negatives 0.5, 0.1 -> pairs won: (0.8>0.5),(0.8>0.1),(0.4>0.1) = 3/4
+    assert auroc([0.8, 0.4, 0.5, 0.1], [True, True, False, False]) == pytest.approx(0.75)
+    assert math.isnan(auroc([0.1, 0.2], [True, True]))
+
+
+def test_nanmean_skips_undefined_rows():
+    assert nanmean([1.0, float("nan"), 0.0]) == pytest.approx(0.5)
+    assert math.isnan(nanmean([float("nan")]))
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = x + rng.normal(scale=0.5, size=40)
+    lo, hi = bootstrap_ci(spearman, x, y, n_resamples=300, seed=1)
+    assert lo <= spearman(x, y) <= hi and hi - lo > 0.01
+    assert (lo, hi) == bootstrap_ci(spearman, x, y, n_resamples=300, seed=1)
+
+
+def test_bootstrap_ci_of_unrelated_scores_covers_zero():
+    rng = np.random.default_rng(3)
+    lo, hi = bootstrap_ci(spearman, rng.random(30), rng.random(30), n_resamples=300)
+    assert lo < 0 < hi
+
+
+def test_bootstrap_ci_drops_undefined_resamples():
+    # AUROC is undefined in resamples with one class; the CI still comes from the defined ones
+    lo, hi = bootstrap_ci(auroc, [0.9, 0.8, 0.2, 0.1, 0.7, 0.3], [1, 1, 0, 0, 1, 0], n_resamples=200)
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)

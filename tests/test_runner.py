@@ -1,0 +1,157 @@
+"""The harness on a hand-made task: error rows, contract checks, resume, oracle gating, registration."""
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import registry
+from bench.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from bench.metrics import Metric, MetricValue
+from bench.results import read_result
+from bench.runner import Environment, run
+
+METRIC = Metric("hits", "share of targets whose top word is 'yes'", True, (0.0, 1.0), "toy", 0.0)
+
+
+class ToyTask(Task):
+    name = "toy"
+    description = "toy task"
+    metrics = (METRIC,)
+    prepared_count = 0
+
+    def __init__(self, n_subjects: int = 2):
+        self.n_subjects = n_subjects
+
+    def prepare(self, env):
+        ToyTask.prepared_count += 1
+        probe = Probe(np.zeros((4, 2, 2, 3), np.uint8), np.eye(4, 3, dtype=np.float32),
+                      np.eye(4, 2, dtype=np.float32), "penultimate", ("a", "b", "c", "d"))
+        ctx = Context(probe, vocabulary=("yes", "no"), cache_dir=env.cache_dir)
+        cases = tuple(Case(Subject(f"s{i}", None, ("x", "y"), ("penultimate",), f"w{i}"), ctx,
+                           (Target("class", 0, "x"), Target("class", 1, "y")),
+                           oracle_attributes={"truth": ("yes",) * 4}) for i in range(self.n_subjects))
+        return Prepared(cases, {c.subject.name: {"r": 1.0} for c in cases}, {"probe": "h"})
+
+    def score(self, prepared, explanations):
+        tops = [e.words(1) == ["yes"] for exps in explanations.values() for e in exps]
+        return Scored((MetricValue.of(METRIC, float(np.mean(tops)), (0.0, 1.0), len(tops)),), {})
+
+
+class Yes(Explainer):
+    name = "yes"
+
+    def explain(self, subject, targets, context):
+        return [Explanation.from_weights(t, {"yes": 1.0}) for t in targets]
+
+
+class Crashes(Explainer):
+    name = "crashes"
+
+    def explain(self, subject, targets, context):
+        raise RuntimeError("boom in explain")
+
+
+class ReturnsNaN(Explainer):
+    name = "nan"
+
+    def explain(self, subject, targets, context):
+        return [Explanation(t, (("yes", float("nan")),)) for t in targets]
+
+
+class TooFew(Explainer):
+    name = "too-few"
+
+    def explain(self, subject, targets, context):
+        return [Explanation.from_weights(targets[0], {"yes": 1.0})]
+
+
+class PeeksAtTruth(Explainer):
+    name = "peeks"
+
+    def explain(self, subject, targets, context):
+        assert context.attributes is None, "a non-oracle explainer must not see ground truth"
+        return [Explanation.from_weights(t, {"no": 1.0}) for t in targets]
+
+
+class ReadsTruth(Explainer):
+    name = "reads-truth"
+    is_oracle = True
+
+    def explain(self, subject, targets, context):
+        return [Explanation.from_weights(t, {context.attributes["truth"][0]: 1.0}) for t in targets]
+
+
+@pytest.fixture
+def toy_registry():
+    names = {"toy": ToyTask}
+    explainers = {c.name: c for c in (Yes, Crashes, ReturnsNaN, TooFew, PeeksAtTruth, ReadsTruth)}
+    for n, c in names.items():
+        registry.register_task(n, c)
+    for n, c in explainers.items():
+        registry.register_explainer(n, c)
+    yield list(explainers)
+    for n in names:
+        registry.tasks.unregister(n)
+    for n in explainers:
+        registry.explainers.unregister(n)
+
+
+def test_failing_jobs_become_error_rows_and_the_others_finish(tmp_path, toy_registry):
+    env = Environment(cache_dir=tmp_path / "c", out_dir=tmp_path / "out", progress=False)
+    results = {r.explainer: r for r in run(["toy"], toy_registry, env, log=lambda s: None)}
+    assert results["yes"].status == "ok" and results["yes"].metric("hits").value == 1.0
+    assert results["crashes"].status == "error" and "boom in explain" in results["crashes"].error
+    assert results["nan"].status == "error" and "nan" in results["nan"].error.lower()
+    assert results["too-few"].status == "error" and "1 explanations for 2 targets" in results["too-few"].error
+    assert results["peeks"].status == "ok"
+    assert results["reads-truth"].status == "ok" and results["reads-truth"].oracle
+    assert results["reads-truth"].metric("hits").value == 1.0
+    for name in toy_registry:  # every job wrote its file, error rows included
+        assert read_result(tmp_path / "out" / "toy" / f"{name}.json").explainer == name
+
+
+def test_resume_reuses_ok_results_and_reruns_on_config_change(tmp_path, toy_registry):
+    env = Environment(cache_dir=tmp_path / "c", out_dir=tmp_path / "out", progress=False)
+    first = run(["toy"], ["yes", "crashes"], env, log=lambda s: None)
+    again = run(["toy"], ["yes", "crashes"], env, log=lambda s: None)
+    assert again[0].created == first[0].created and again[0].job_key == first[0].job_key
+    changed = run(["toy"], ["yes"], env, task_configs={"toy": {"n_subjects": 3}}, log=lambda s: None)
+    assert changed[0].job_key != first[0].job_key
+    reseeded = run(["toy"], ["yes"], Environment(tmp_path / "c", tmp_path / "out", seed=5, progress=False),
+                   log=lambda s: None)
+    assert reseeded[0].job_key != changed[0].job_key and reseeded[0].seed == 5
+
+
+def test_explainer_from_an_installed_distribution_is_found_by_entry_point(tmp_path, monkeypatch):
+    """A third-party package registers through the `fexbench.explainers` entry point group only."""
+    site = tmp_path / "site"
+    (site / "thirdparty_explainer").mkdir(parents=True)
+    (site / "thirdparty_explainer" / "__init__.py").write_text(textwrap.dedent("""
+        from bench.contract import Explainer, Explanation
+        class Shout(Explainer):
+            name = "shout"
+            description = "says 'loud' about everything"
+            def explain(self, subject, targets, context):
+                return [Explanation.from_weights(t, {"loud": 1.0}) for t in targets]
+    """))
+    dist = site / "thirdparty_explainer-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-explainer\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[fexbench.explainers]\nshout = thirdparty_explainer:Shout\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "shout" in registry.explainers.names()
+    cls = registry.explainers.get("shout")
+    assert cls.__name__ == "Shout" and cls.description.startswith("says")
+
+
+def test_builtins_register_through_entry_points():
+    assert {"random", "class-name", "oracle"} <= set(registry.explainers.names())
+    assert "waterbirds-spurious" in registry.tasks.names()
+
+
+def test_unknown_names_give_a_clear_error():
+    with pytest.raises(registry.RegistryError, match="unknown explainer 'nope'.*known: .*random"):
+        registry.explainers.get("nope")

@@ -1,0 +1,141 @@
+"""The Waterbirds loader reads the WILDS layout faithfully and names the culprit when it cannot."""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.data import DataError
+from bench.waterbirds_wilds import load_waterbirds
+
+SIZE = 32
+
+
+def read_rows(root: Path) -> list[dict]:
+    with open(root / "metadata.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(root: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    columns = columns or list(rows[0])
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize("split, code", [("train", 0), ("val", 1), ("test", 2)])
+def test_each_split_matches_metadata(waterbirds_root, split, code):
+    expected = [r for r in read_rows(waterbirds_root) if int(r["split"]) == code]
+    ds = load_waterbirds(waterbirds_root, split, image_size=SIZE)
+
+    assert len(ds) == len(expected) == 8  # 4 groups x 2 images
+    assert ds.name == f"waterbirds-{split}"
+    assert ds.images.shape == (8, SIZE, SIZE, 3) and ds.images.dtype == np.uint8
+    assert ds.ids == tuple(r["img_filename"] for r in expected)
+    assert ds.class_names == ("landbird", "waterbird")
+    np.testing.assert_array_equal(ds.labels, [int(r["y"]) for r in expected])
+    np.testing.assert_array_equal(ds.field("place"), [int(r["place"]) for r in expected])
+    assert ds.metadata_values["place"] == ("land", "water")
+
+    groups = ds.groups(("y", "place"))
+    np.testing.assert_array_equal(groups, 2 * ds.labels + ds.field("place"))
+    assert np.bincount(groups, minlength=4).tolist() == [2, 2, 2, 2]
+
+    species = ds.metadata_values["species"]
+    all_species = sorted({r["img_filename"].split("/")[0] for r in read_rows(waterbirds_root)})
+    assert species == tuple(all_species)  # codes agree across splits
+    assert [species[c] for c in ds.field("species")] == [i.split("/")[0] for i in ds.ids]
+
+    digest = hashlib.sha256((waterbirds_root / "metadata.csv").read_bytes()).hexdigest()
+    assert ds.provenance["source"] == "waterbirds-wilds"
+    assert ds.provenance["root"] == str(waterbirds_root)
+    assert ds.provenance["metadata_sha256"] == digest
+    assert ds.provenance["split"] == split
+
+
+def test_pixels_follow_their_rows(waterbirds_root):
+    """Fixture backgrounds are bluish on water, greenish on land: images are not shuffled."""
+    ds = load_waterbirds(waterbirds_root, "train", image_size=SIZE)
+    corner = ds.images[:, :4, :4].astype(float).mean(axis=(1, 2))  # background only
+    is_water = corner[:, 2] > corner[:, 1]
+    np.testing.assert_array_equal(is_water, ds.field("place") == 1)
+
+
+def test_limit_spreads_over_the_split(waterbirds_root):
+    full = load_waterbirds(waterbirds_root, "test", image_size=SIZE)
+    part = load_waterbirds(waterbirds_root, "test", image_size=SIZE, limit=3)
+    assert len(part) == 3
+    assert part.ids[0] == full.ids[0] and part.ids[-1] == full.ids[-1]
+    assert load_waterbirds(waterbirds_root, "test", image_size=SIZE, limit=100).ids == full.ids
+
+
+def test_bad_arguments(waterbirds_root):
+    with pytest.raises(ValueError, match="split"):
+        load_waterbirds(waterbirds_root, "validation")
+    with pytest.raises(ValueError, match="limit"):
+        load_waterbirds(waterbirds_root, "val", limit=0)
+
+
+def test_missing_column_is_named(waterbirds_root):
+    rows = read_rows(waterbirds_root)
+    columns = [c for c in rows[0] if c != "place"]
+    write_rows(waterbirds_root, rows, columns)
+    with pytest.raises(DataError, match="missing column") as err:
+        load_waterbirds(waterbirds_root, "train", image_size=SIZE)
+    message = str(err.value)
+    assert "metadata.csv" in message and "'place'" in message and "img_filename" in message
+
+
+def test_out_of_range_code_names_row_and_field(waterbirds_root):
+    rows = read_rows(waterbirds_root)
+    rows[4]["y"] = "7"
+    write_rows(waterbirds_root, rows)
+    with pytest.raises(DataError) as err:
+        load_waterbirds(waterbirds_root, "train", image_size=SIZE)
+    message = str(err.value)
+    assert "metadata.csv" in message and "row 5" in message and "'y'" in message and "7" in message
+
+
+def test_non_integer_code_names_row_and_field(waterbirds_root):
+    rows = read_rows(waterbirds_root)
+    rows[0]["split"] = "train"
+    write_rows(waterbirds_root, rows)
+    with pytest.raises(DataError, match=r"row 1 .*'split'.*not an integer"):
+        load_waterbirds(waterbirds_root, "val", image_size=SIZE)
+
+
+def test_missing_image_is_named(waterbirds_root):
+    victim = read_rows(waterbirds_root)[0]
+    path = waterbirds_root / victim["img_filename"]
+    path.unlink()
+    split = {"0": "train", "1": "val", "2": "test"}[victim["split"]]
+    with pytest.raises(DataError, match="not found") as err:
+        load_waterbirds(waterbirds_root, split, image_size=SIZE)
+    assert str(path) in str(err.value)
+
+
+def test_corrupt_image_is_named(waterbirds_root):
+    victim = read_rows(waterbirds_root)[-1]
+    path = waterbirds_root / victim["img_filename"]
+    path.write_bytes(b"this is not a JPEG" * 10)
+    split = {"0": "train", "1": "val", "2": "test"}[victim["split"]]
+    with pytest.raises(DataError, match="cannot be decoded") as err:
+        load_waterbirds(waterbirds_root, split, image_size=SIZE)
+    assert str(path) in str(err.value)
+
+
+def test_missing_root_and_metadata_are_named(tmp_path):
+    missing = tmp_path / "no_such_waterbirds"
+    with pytest.raises(DataError) as err:
+        load_waterbirds(missing, "train")
+    assert str(missing) in str(err.value)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as err:
+        load_waterbirds(empty, "train")
+    assert str(empty / "metadata.csv") in str(err.value)

@@ -5,6 +5,7 @@ User errors (an unknown task, a bad path) print one clear line and exit 2, witho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -14,8 +15,13 @@ from bench import registry
 from bench.cache import atomic_write_text
 from bench.data import DataError
 from bench.leaderboard import markdown, tables
-from bench.registry import RegistryError
-from bench.runner import Environment, run
+from bench.contract import Prepared
+from bench.registry import Registry, RegistryError
+from bench.runner import Environment, explain_cases, run
+from bench.wordcloud_png import word_cloud_png
+from tabulate import tabulate
+
+benchmarks: Registry = Registry("fexbench.benchmarks", "benchmark")
 
 DEFAULT_TASKS = ("waterbirds-spurious",)
 
@@ -41,6 +47,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
     return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain one target of one subject of a task, print the words, optionally draw a word cloud."""
+    task = registry.tasks.get(args.task)()
+    explainer_cls = registry.explainers.get(args.explainer)
+    env = Environment(cache_dir=Path(args.cache_dir), seed=args.seed, progress=not args.quiet)
+    prepared = task.prepare(env)
+    cases = {c.subject.name: c for c in prepared.cases}
+    if args.subject not in cases:
+        raise RegistryError(f"task {args.task!r} has no subject {args.subject!r}; subjects: {', '.join(cases)}")
+    case = cases[args.subject]
+    targets = [t for t in case.targets if args.target in (t.name, str(t.index), t.key)]
+    if not targets:
+        raise RegistryError(f"subject {args.subject!r} has no target {args.target!r}; "
+                            f"targets: {', '.join(t.name or str(t.index) for t in case.targets)}")
+    case = dataclasses.replace(case, targets=tuple(targets[:1]))
+    explanation = explain_cases(lambda: explainer_cls(), Prepared((case,), {}, {}), args.seed)[0][args.subject][0]
+    print(tabulate(explanation.concepts[:args.top], headers=["concept", "weight"], floatfmt=".4f"))
+    for line in explanation.evidence[:5]:
+        print(f"  evidence: {line}")
+    if args.png:
+        print(f"word cloud: {word_cloud_png(explanation, args.png)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a registered performance benchmark (entry point group fexbench.benchmarks); it prints its figures."""
+    if not args.name:
+        print("benchmarks: " + (", ".join(benchmarks.names()) or "none registered"))
+        return 0
+    return int(benchmarks.get(args.name)(args.args) or 0)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -70,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.set_defaults(func=cmd_run)
+    p_explain = sub.add_parser("explain", help="explain one target of one subject and print (or draw) the words")
+    p_explain.add_argument("--explainer", required=True)
+    p_explain.add_argument("--task", default="waterbirds-spurious")
+    p_explain.add_argument("--subject", required=True, help="a subject name of the task, e.g. cnn-rho0.995-s0")
+    p_explain.add_argument("--target", required=True, help="a target name or index, e.g. round")
+    p_explain.add_argument("--png", help="write a word cloud of the explanation to this PNG file")
+    p_explain.add_argument("--top", type=int, default=15)
+    p_explain.add_argument("--cache-dir", default=".fexbench-cache")
+    p_explain.add_argument("--seed", type=int, default=0)
+    p_explain.add_argument("--quiet", action="store_true")
+    p_explain.set_defaults(func=cmd_explain)
+    p_bench = sub.add_parser("bench", help="performance benchmarks; each prints its figures")
+    p_bench.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
+    p_bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
+    p_bench.set_defaults(func=cmd_bench)
     p_list = sub.add_parser("list", help="list tasks (with metrics) and explainers")
     p_list.set_defaults(func=cmd_list)
     return parser

@@ -105,12 +105,11 @@ class Context:
 
 @dataclass(frozen=True, eq=False)
 class Subject:
-    """A classifier under study. `model` maps images to logits; `features(images, layer)` gives activations."""
+    """A classifier under study. `model` is a bench.subjects.TorchClassifier: named layers, activations."""
 
     name: str
     model: Any
     class_names: tuple[str, ...]
-    layers: tuple[str, ...]
     weights_hash: str
     config: Mapping[str, Any] = field(default_factory=dict)
 

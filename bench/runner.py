@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -19,6 +20,7 @@ import psutil
 from bench import registry
 from bench.cache import ArrayCache, stable_hash
 from bench.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
+from bench.resources import LazyResources
 from bench.results import JobResult, ResultsError, read_result, result_path, write_result
 
 
@@ -35,6 +37,11 @@ class Environment:
     @property
     def arrays(self) -> ArrayCache:
         return ArrayCache(self.cache_dir)
+
+    @cached_property
+    def resources(self) -> LazyResources:
+        """Shared models and banks, built on first use and kept for the whole run."""
+        return LazyResources(self)
 
 
 class PeakMemory:
@@ -74,12 +81,11 @@ def check_explanations(explainer: str, case: Case, explanations: Any) -> list[Ex
     return list(explanations)
 
 
-def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int) -> tuple[dict, float, float, dict]:
+def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int) -> tuple[dict, float, float]:
     """Run one explainer over every case: a fresh instance per subject, fit then explain."""
-    explanations, fit_s, explain_s, config = {}, 0.0, 0.0, {}
+    explanations, fit_s, explain_s = {}, 0.0, 0.0
     for case in prepared.cases:
         explainer = factory()
-        config = explainer.config()
         context = case.context
         if explainer.is_oracle:
             context = dataclasses.replace(context, attributes=case.oracle_attributes)
@@ -91,7 +97,7 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
         explain_s += time.perf_counter() - t1
         fit_s += t1 - t0
         explanations[case.subject.name] = check_explanations(explainer.name, case, out)
-    return explanations, fit_s, explain_s, config
+    return explanations, fit_s, explain_s
 
 
 def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
@@ -113,7 +119,7 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
     start = time.perf_counter()
     with PeakMemory() as mem:
         try:
-            explanations, fit_s, explain_s, _ = explain_cases(factory, prepared, env.seed)
+            explanations, fit_s, explain_s = explain_cases(factory, prepared, env.seed)
             scored = task.score(prepared, explanations)
             result = JobResult(status="ok", metrics=tuple(scored.metrics), per_subject=dict(scored.per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, **common)

@@ -25,7 +25,66 @@ try:
 except ImportError:  # pragma: no cover
     tqdm = None
 
-LAYERS = ("block1", "block2", "block3", "penultimate", "logits")
+class TorchClassifier:
+    """A torch classifier seen through named layers: the one interface tasks and explainers use.
+
+    `layers` maps fexbench's layer names to module paths in `module.named_modules()`; "logits" is
+    the module's output. Activations are read with forward hooks, so any architecture (our CNN,
+    a transformers or timm model) fits without changing its code.
+    """
+
+    def __init__(self, module: nn.Module, layers: dict[str, str], preprocess: Callable[[np.ndarray], torch.Tensor],
+                 conv_layer: str | None = None, device: str = "cpu"):
+        modules = dict(module.named_modules())
+        for name, path in layers.items():
+            if name != "logits" and path not in modules:
+                raise KeyError(f"layer {name!r} points at {path!r}, which is not a module of "
+                               f"{type(module).__name__}; modules are {sorted(m for m in modules if m)[:40]}")
+        self.module, self.layer_paths, self.preprocess = module.to(device).eval(), dict(layers), preprocess
+        self.conv_layer, self.device = conv_layer, device
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.layer_paths)
+
+    def _check(self, layers: tuple[str, ...]) -> None:
+        for layer in layers:
+            if layer not in self.layer_paths:
+                raise KeyError(f"no layer {layer!r}; layers are {list(self.layer_paths)}")
+
+    def forward_layers(self, x: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Raw activations (conv maps stay (N, C, H, W)); gradients flow, for Grad-CAM and the like."""
+        self._check(layers)
+        modules = dict(self.module.named_modules())
+        out: dict[str, torch.Tensor] = {}
+        hooks = [modules[self.layer_paths[name]].register_forward_hook(
+                     lambda _m, _i, o, name=name: out.__setitem__(name, o[0] if isinstance(o, tuple) else o))
+                 for name in layers if name != "logits"]
+        try:
+            logits = self.module(x.to(self.device))
+        finally:
+            for h in hooks:
+                h.remove()
+        if "logits" in layers:
+            out["logits"] = getattr(logits, "logits", logits)
+        return out
+
+    @torch.no_grad()
+    def activations(self, images: np.ndarray, layers: tuple[str, ...] = ("penultimate", "logits"),
+                    batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Activations of uint8 NHWC images; conv maps are mean-pooled over space to (N, C)."""
+        self._check(layers)
+        parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+        for start in range(0, len(images), batch_size):
+            acts = self.forward_layers(self.preprocess(images[start:start + batch_size]), layers)
+            for layer in layers:
+                a = acts[layer].float()
+                parts[layer].append((a.mean(dim=(2, 3)) if a.ndim == 4 else a.flatten(1)).cpu().numpy())
+        return {layer: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for layer, v in parts.items()}
+
+
+SMALL_CNN_LAYERS = {"block1": "block1", "block2": "block2", "block3": "block3", "penultimate": "hidden",
+                    "logits": "logits"}
 
 
 class SmallCNN(nn.Module):
@@ -42,22 +101,18 @@ class SmallCNN(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
         self.block1 = block(3, width)
-        self.block2 = block(width, 2 * width)
-        self.block3 = block(2 * width, 4 * width)
-        self.pool = nn.MaxPool2d(2)
-        self.hidden = nn.Linear(4 * width, hidden)
+        self.block2 = nn.Sequential(nn.MaxPool2d(2), block(width, 2 * width))
+        self.block3 = nn.Sequential(nn.MaxPool2d(2), block(2 * width, 4 * width))
+        self.hidden = nn.Sequential(nn.Linear(4 * width, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, n_classes)
 
-    def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every named layer's activation; conv maps are kept spatial (N, C, H, W)."""
-        b1 = self.block1(x)
-        b2 = self.block2(self.pool(b1))
-        b3 = self.block3(self.pool(b2))
-        pen = torch.relu(self.hidden(b3.amax(dim=(2, 3))))
-        return {"block1": b1, "block2": b2, "block3": b3, "penultimate": pen, "logits": self.head(pen)}
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x)["logits"]
+        b3 = self.block3(self.block2(self.block1(x)))
+        return self.head(self.hidden(b3.amax(dim=(2, 3))))
+
+
+def small_cnn_classifier(module: SmallCNN) -> TorchClassifier:
+    return TorchClassifier(module, SMALL_CNN_LAYERS, to_tensor, conv_layer="block3")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -107,7 +162,7 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
     `data_key` describes the training data fully (generator, seed, rho, size ...), so the cache key
     is known before the data is built; the data's content hash is stored in the card and checked.
     """
-    key = stable_hash({"arch": "SmallCNN/v2-maxpool", "train": asdict(config), "data": data_key}, 24)
+    key = stable_hash({"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}, 24)
     folder = Path(cache_dir) / "subjects" / key
     weights, card_path = folder / "model.safetensors", folder / "card.json"
     if weights.exists() and card_path.exists():
@@ -123,28 +178,12 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
                 "train_data_sha256": train.content_hash, "class_names": list(class_names),
                 "weights_sha256": file_sha256(weights)}
         atomic_write_json(card_path, card)
-    return Subject(name=name, model=model, class_names=class_names, layers=LAYERS,
+    return Subject(name=name, model=small_cnn_classifier(model), class_names=class_names,
                    weights_hash=card["weights_sha256"], config=card)
-
-
-@torch.no_grad()
-def activations(subject: Subject, images: np.ndarray, layers: tuple[str, ...] = ("penultimate", "logits"),
-                batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Named layers' activations; conv maps are mean-pooled over space to (N, C)."""
-    for layer in layers:
-        if layer not in subject.layers:
-            raise KeyError(f"subject {subject.name} has no layer {layer!r}; layers are {list(subject.layers)}")
-    out: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in range(0, len(images), batch_size):
-        acts = subject.model.forward_all(to_tensor(images[start:start + batch_size]))
-        for layer in layers:
-            a = acts[layer]
-            out[layer].append((a.mean(dim=(2, 3)) if a.ndim == 4 else a).numpy())
-    return {layer: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for layer, v in out.items()}
 
 
 def cached_activations(cache: ArrayCache, subject: Subject, data: ImageSet,
                        layers: tuple[str, ...] = ("penultimate", "logits")) -> dict[str, np.ndarray]:
     """Activations computed once per (weights, data content, layers)."""
     key = {"weights": subject.weights_hash, "data": data.content_hash, "layers": list(layers)}
-    return cache.get_or_compute("activations", key, lambda: activations(subject, data.images, layers))
+    return cache.get_or_compute("activations", key, lambda: subject.model.activations(data.images, layers))

@@ -30,7 +30,7 @@ class ToyTask(Task):
         probe = Probe(np.zeros((4, 2, 2, 3), np.uint8), np.eye(4, 3, dtype=np.float32),
                       np.eye(4, 2, dtype=np.float32), "penultimate", ("a", "b", "c", "d"))
         ctx = Context(probe, vocabulary=("yes", "no"), cache_dir=env.cache_dir)
-        cases = tuple(Case(Subject(f"s{i}", None, ("x", "y"), ("penultimate",), f"w{i}"), ctx,
+        cases = tuple(Case(Subject(f"s{i}", None, ("x", "y"), f"w{i}"), ctx,
                            (Target("class", 0, "x"), Target("class", 1, "y")),
                            oracle_attributes={"truth": ("yes",) * 4}) for i in range(self.n_subjects))
         return Prepared(cases, {c.subject.name: {"r": 1.0} for c in cases}, {"probe": "h"})

@@ -70,7 +70,7 @@ def test_background_score_reads_synonyms_and_groups():
 
     from bench.contract import Case, Context, Prepared, Probe, Subject
     probe = Probe(np.zeros((1, 2, 2, 3), np.uint8), np.zeros((1, 1)), np.zeros((1, 2)), "penultimate", ("a",))
-    cases = tuple(Case(Subject(n, None, ("angular", "round"), (), n), Context(probe, ()), ()) for n in ("a", "b"))
+    cases = tuple(Case(Subject(n, None, ("angular", "round"), n), Context(probe, ()), ()) for n in ("a", "b"))
     prepared = Prepared(cases, {"a": {"reliance": 0.0, "biased": False}, "b": {"reliance": 1.0, "biased": True}}, {})
     t0, t1 = Target("class", 0, "angular"), Target("class", 1, "round")
     explanations = {

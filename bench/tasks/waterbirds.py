@@ -88,7 +88,7 @@ class WaterbirdsSpurious(Task):
                 truth[name] = {"rho": rho, "seed": seed, **self._measure(env, subject, test, test_cf)}
                 acts = cached_activations(env.arrays, subject, probe)
                 context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
-                                  vocabulary=tuple(vocab.words()), seed=env.seed, device=env.device,
+                                  vocabulary=tuple(vocab.words()), resources=env.resources, seed=env.seed, device=env.device,
                                   cache_dir=env.cache_dir)
                 cases.append(Case(subject, context, targets, oracle_attributes=attributes))
         return Prepared(tuple(cases), truth, hashes, seed=env.seed)

@@ -1,0 +1,36 @@
+"""Shared resources (a vision-language model, a captioner, a caption bank), built lazily, once per run.
+
+Providers register under the `fexbench.resources` entry point group as `factory(env) -> object`
+and cache their own artefacts by content under env.cache_dir. An explainer reads
+`context.resources["clip"]`; nothing is built until some explainer asks for it.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from bench.registry import Registry
+
+resources: Registry = Registry("fexbench.resources", "resource")
+
+
+def register_resource(name: str, factory: Any) -> Any:
+    return resources.register(name, factory)
+
+
+class LazyResources(Mapping[str, Any]):
+    """A read-only mapping whose values are built on first access and then kept."""
+
+    def __init__(self, env: Any):
+        self._env = env
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = resources.get(name)(self._env)
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(resources.names())
+
+    def __len__(self) -> int:
+        return len(resources.names())

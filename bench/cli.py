@@ -14,7 +14,7 @@ from typing import Sequence
 from bench import registry
 from bench.cache import atomic_write_text
 from bench.data import DataError
-from bench.leaderboard import markdown, tables
+from bench.leaderboard import markdown, overview, tables
 from bench.contract import Prepared
 from bench.registry import Registry, RegistryError
 from bench.runner import Environment, explain_cases, run
@@ -22,8 +22,6 @@ from bench.wordcloud_png import word_cloud_png
 from tabulate import tabulate
 
 benchmarks: Registry = Registry("fexbench.benchmarks", "benchmark")
-
-DEFAULT_TASKS = ("waterbirds-spurious",)
 
 
 def _names(text: str | None, available: list[str]) -> list[str]:
@@ -43,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run(tasks, explainers, env, resume=not args.no_resume)
     for task, table in tables(results).items():
         print(f"\n== {task} ==\n{table}")
+    if len({r.task for r in results}) > 1:
+        print(f"\n== overview: each task's headline metric ==\n{overview(results)}")
     summary = atomic_write_text(env.out_dir / "summary.md", markdown(results))
     print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")

@@ -56,11 +56,32 @@ def tables(results: Iterable[JobResult], fmt: str = "simple") -> dict[str, str]:
     return out
 
 
+def overview(results: Iterable[JobResult], fmt: str = "simple") -> str:
+    """One row per explainer, one column per task: that task's headline (first) metric."""
+    results = [r for r in results]
+    tasks = list(dict.fromkeys(r.task for r in results))
+    cells: dict[str, dict[str, str]] = defaultdict(dict)
+    oracle: dict[str, bool] = {}
+    headers = ["explainer"]
+    for task in tasks:
+        rows = [r for r in results if r.task == task]
+        head = next((r.metrics[0] for r in rows if r.status == "ok" and r.metrics), None)
+        headers.append(f"{task}: {head.name} {'↑' if head.higher_is_better else '↓'}" if head else task)
+        for r in rows:
+            oracle[r.explainer] = r.oracle
+            cells[r.explainer][task] = (_fmt(r.metrics[0].value, r.metrics[0].ci_low, r.metrics[0].ci_high)
+                                        if r.status == "ok" and r.metrics else "error")
+    order = sorted(cells, key=lambda e: (not oracle[e], e))
+    body = [[f"{e} (oracle)" if oracle[e] else e, *[cells[e].get(t, "") for t in tasks]] for e in order]
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
 def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard") -> str:
     results = list(results)
     parts = [f"# {title}", "",
              "Values are point estimates with bootstrap 95% CIs; ↑ higher is better, ↓ lower is better. "
              "Oracle rows read ground truth and mark the ceiling.", ""]
+    parts += ["## Overview (each task's headline metric)", "", overview(results, fmt="github"), ""]
     for task, table in tables(results, fmt="github").items():
         parts += [f"## {task}", "", table, ""]
     return "\n".join(parts)

@@ -155,3 +155,18 @@ def test_builtins_register_through_entry_points():
 def test_unknown_names_give_a_clear_error():
     with pytest.raises(registry.RegistryError, match="unknown explainer 'nope'.*known: .*random"):
         registry.explainers.get("nope")
+
+
+def test_leaderboard_overview_has_a_headline_column_per_task(tmp_path, toy_registry):
+    from bench.leaderboard import markdown, overview
+    from bench.results import JobResult
+    env = Environment(cache_dir=tmp_path / "c", out_dir=tmp_path / "out", progress=False)
+    results = run(["toy"], ["yes", "peeks", "crashes", "reads-truth"], env, log=lambda s: None)
+    other = [JobResult(**{**r.to_dict(), "task": "toy2", "metrics": r.metrics}) for r in results]
+    table = overview(results + other)
+    lines = table.splitlines()
+    assert "toy: hits ↑" in lines[0] and "toy2: hits ↑" in lines[0]
+    assert lines[2].startswith("reads-truth (oracle)")  # oracle rows first
+    assert any(l.startswith("crashes") and "error" in l for l in lines)
+    md = markdown(results)
+    assert "## toy" in md and "| yes" in md and "1.00 [0.00, 1.00]" in md

@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -48,30 +47,46 @@ def _clean(x: float) -> float:
     return float("nan") if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def spearman(scores: Sequence[float], reference: Sequence[float]) -> float:
-    """Spearman's rho; 0.0 when either side is constant (no ranking information, like AUROC's 0.5)."""
-    x, y = np.asarray(scores, float), np.asarray(reference, float)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(stats.spearmanr(x, y).statistic)
+def spearman(scores, reference, axis: int = -1):
+    """Spearman's rho along `axis` (batched for the bootstrap); 0.0 where either side is constant
+    (no ranking information, as AUROC's 0.5)."""
+    x = stats.rankdata(np.asarray(scores, float), axis=axis)
+    y = stats.rankdata(np.asarray(reference, float), axis=axis)
+    x = x - x.mean(axis=axis, keepdims=True)
+    y = y - y.mean(axis=axis, keepdims=True)
+    denom = np.sqrt((x * x).sum(axis=axis) * (y * y).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(denom > 0, (x * y).sum(axis=axis) / np.where(denom > 0, denom, 1.0), 0.0)
+    return float(rho) if np.ndim(rho) == 0 else rho
 
 
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
-    """Area under the ROC curve of telling positives by score; NaN when only one class is present."""
+def auroc(scores, positive, axis: int = -1):
+    """Area under the ROC curve (Mann-Whitney U with tie-averaged ranks, equal to sklearn's
+    roc_auc_score), batched along `axis`; NaN where only one class is present."""
     positive = np.asarray(positive, bool)
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, np.asarray(scores, float)))
+    ranks = stats.rankdata(np.asarray(scores, float), axis=axis)
+    n_pos = positive.sum(axis=axis)
+    n_neg = positive.shape[axis] - n_pos
+    u = np.where(positive, ranks, 0.0).sum(axis=axis) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = np.where((n_pos > 0) & (n_neg > 0), u / np.maximum(n_pos * n_neg, 1), np.nan)
+    return float(auc) if np.ndim(auc) == 0 else auc
 
 
-def nanmean(values: Sequence[float]) -> float:
+def nanmean(values, axis: int = -1):
+    """Mean over the defined (non-NaN) entries; NaN when none is defined."""
     values = np.asarray(values, float)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.nanmean(values, axis=axis) if values.size else np.float64("nan")
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def bootstrap_ci(statistic: Callable[..., float], *columns: Sequence, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap over paired units (rows of `columns`), via scipy.stats.bootstrap.
+
+    `statistic(*columns, axis=-1)` must be batched (numpy-style) like the ones above.
 
     Resamples in which the statistic is undefined (NaN, e.g. AUROC with one class) are dropped,
     which scipy cannot do itself; we therefore collect the bootstrap distribution it returns.
@@ -81,7 +96,7 @@ def bootstrap_ci(statistic: Callable[..., float], *columns: Sequence, n_resample
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = stats.bootstrap(data, statistic, paired=True, vectorized=False, n_resamples=n_resamples,
+        res = stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
                               method="percentile", random_state=np.random.default_rng(seed),
                               confidence_level=level)
     dist = np.asarray(res.bootstrap_distribution, float)

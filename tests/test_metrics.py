@@ -47,3 +47,20 @@ def test_bootstrap_ci_drops_undefined_resamples():
     # AUROC is undefined in resamples with one class; the CI still comes from the defined ones
     lo, hi = bootstrap_ci(auroc, [0.9, 0.8, 0.2, 0.1, 0.7, 0.3], [1, 1, 0, 0, 1, 0], n_resamples=200)
     assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+
+
+def test_batched_statistics_agree_with_reference_implementations():
+    from scipy import stats as st
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        x = rng.integers(0, 5, 12).astype(float)  # ties on purpose
+        y = rng.random(12)
+        b = rng.random(12) > 0.5
+        if b.any() and not b.all():
+            assert auroc(x, b) == pytest.approx(roc_auc_score(b, x))
+        if np.ptp(x) > 0:
+            assert spearman(x, y) == pytest.approx(st.spearmanr(x, y).statistic)
+    batch_x, batch_b = rng.random((5, 12)), rng.random((5, 12)) > 0.5
+    batch_b[:, 0], batch_b[:, 1] = True, False
+    assert np.allclose(auroc(batch_x, batch_b), [roc_auc_score(bb, xx) for xx, bb in zip(batch_x, batch_b)])

@@ -6,24 +6,33 @@ Reliance is MEASURED per subject by exact counterfactuals: the share of balanced
 that flip when only the background is swapped to the other group. Group accuracies (average, worst
 group, gap) are measured too. Explainers explain each class of each subject; the background score
 of an explanation is the share of its weight on background concepts.
+
+The same scoring runs on real Waterbirds (WILDS layout or a Hugging Face dataset): there the
+probe is the val split, subjects are trained or fine-tuned on the train split subsampled to rho,
+and, with no exact counterfactual, reliance is the accuracy gap between the test groups that
+agree with the spurious correlation (place == label) and those that disagree.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from bench import world
 from bench.cache import stable_hash
-from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Target, Task
-from bench.data import ImageSet, cached_imageset
+from bench.concepts import Concept, ConceptVocabulary
+from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from bench.data import DataError, ImageSet, cached_imageset
 from bench.metrics import Metric, MetricValue, auroc, bootstrap_ci, nanmean, spearman
 from bench.subjects import TrainConfig, cached_activations, load_or_train
-from bench.world_concepts import world_vocabulary
+from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
 CLASS_NAMES = ("angular", "round")
+REAL_CLASS_NAMES = ("landbird", "waterbird")
 PLACES = ("land", "water")
-ORACLE_FIELDS = ("shape", "colour", "size", "background", "place")
+ORACLE_FIELDS = ("shape", "colour", "size", "background", "place", "species")
+# The Places categories Waterbirds pasted its birds on (land: bamboo forest, broadleaf forest; water: ocean, natural lake)
+REAL_BACKGROUNDS = {"bamboo forest": "land", "broadleaf forest": "land", "ocean": "water", "lake": "water"}
 
 SPEARMAN = Metric("spearman_reliance", "Spearman(background score, measured flip rate) across subjects",
                   True, (-1.0, 1.0), "faithfulness", chance=0.0)
@@ -37,6 +46,22 @@ def _seed(*parts: Any) -> int:
     return int(stable_hash(list(parts), 8), 16)
 
 
+def subject_info(subject: Subject) -> dict[str, Any]:
+    """What a subject is, for the ground-truth record (rho and seed when it was trained here)."""
+    card = subject.config or {}
+    data = card.get("data", {}) if isinstance(card.get("data"), Mapping) else {}
+    return {"rho": data.get("rho"), "seed": card.get("train_config", {}).get("seed", data.get("seed"))}
+
+
+def real_waterbirds_vocabulary() -> ConceptVocabulary:
+    """Concepts for real Waterbirds: the land/water groups with their Places categories, the two labels."""
+    concepts = [Concept(group, "background", words, group) for group, words in GROUP_WORDS.items()]
+    concepts += [Concept(name, "background", (name,), group) for name, group in REAL_BACKGROUNDS.items()]
+    concepts += [Concept(f"class:{name}", "class", (name, "bird")) for name in REAL_CLASS_NAMES]
+    concepts += [Concept(word, "distractor", ()) for word in DISTRACTORS]
+    return ConceptVocabulary(concepts)
+
+
 class WaterbirdsSpurious(Task):
     name = "waterbirds-spurious"
     description = "spurious-correlation detection: explanations vs counterfactually measured background reliance"
@@ -45,11 +70,14 @@ class WaterbirdsSpurious(Task):
     def __init__(self, rhos: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95, 0.97, 0.99, 0.995),
                  seeds: tuple[int, ...] = (0, 1), n_train: int = 4000, n_probe: int = 800, n_test: int = 1200,
                  epochs: int = 8, width: int = 16, image_size: int = 32, bias_threshold: float = 0.3,
-                 n_bootstrap: int = 1000):
+                 n_bootstrap: int = 1000, data: Mapping[str, Any] | None = None,
+                 subjects: Sequence[Mapping[str, Any]] | None = None):
         self.rhos, self.seeds = tuple(rhos), tuple(seeds)
         self.n_train, self.n_probe, self.n_test = n_train, n_probe, n_test
         self.epochs, self.width, self.image_size = epochs, width, image_size
         self.bias_threshold, self.n_bootstrap = bias_threshold, n_bootstrap
+        self.data = dict(data or {"source": "world"})
+        self.subjects = [dict(s) for s in subjects or ()]
 
     # -- data ---------------------------------------------------------------------------------
     def _world(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:
@@ -65,50 +93,115 @@ class WaterbirdsSpurious(Task):
 
         return cached_imageset(env.cache_dir, key, build)
 
+    def _splits(self, env: Any) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+        """(probe, test, background-swapped test or None) from the configured source."""
+        source = self.data.get("source", "world")
+        if source == "world":
+            test_seed = _seed(env.seed, "test")
+            return (self._world(env, "probe", self.n_probe, 0.5, _seed(env.seed, "probe")),
+                    self._world(env, "test", self.n_test, 0.5, test_seed),
+                    self._world(env, "test", self.n_test, 0.5, test_seed, swap=True))
+        return self._real_split(env, "val"), self._real_split(env, "test"), None
+
+    def _real_split(self, env: Any, split: str) -> ImageSet:
+        source, options = self.data["source"], {k: v for k, v in self.data.items() if k != "source"}
+        if source == "wilds":
+            from bench.waterbirds_wilds import load_waterbirds
+            return load_waterbirds(split=split, **options)
+        if source == "hf":
+            from bench.waterbirds_hf import load_waterbirds_hf
+            return load_waterbirds_hf(split=split, **options)
+        raise DataError(f"waterbirds-spurious: data.source must be world, wilds or hf, not {source!r}")
+
+    def _subjects(self, env: Any) -> list[Subject]:
+        if self.data.get("source", "world") == "world":
+            return [self._world_subject(env, rho, seed) for rho in self.rhos for seed in self.seeds]
+        if not self.subjects:
+            raise DataError("waterbirds-spurious: real data needs `subjects` (a list of subject specs)")
+        return [self._real_subject(env, spec) for spec in self.subjects]
+
+    def _world_subject(self, env: Any, rho: float, seed: int) -> Subject:
+        data_seed = _seed(env.seed, "train", rho, seed)
+        return load_or_train(
+            env.cache_dir, f"cnn-rho{rho:g}-s{seed}",
+            TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            lambda: self._world(env, "train", self.n_train, rho, data_seed),
+            {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
+             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+
+    def _real_subject(self, env: Any, spec: Mapping[str, Any]) -> Subject:
+        """A subject trained here on the real train split, subsampled to the spec's rho."""
+        from bench.finetune import load_or_finetune, subsample_to_rho
+
+        spec = dict(spec)
+        rho, seed = spec.get("rho"), int(spec.get("seed", 0))
+        name = spec.get("name") or f"{spec.get('backbone', {}).get('model', 'cnn')}-rho{rho}-s{seed}"
+
+        def train_set() -> ImageSet:
+            train = self._real_split(env, "train")
+            return train if rho is None else subsample_to_rho(train, rho, seed)
+
+        data_key = {"source": dict(self.data), "rho": rho, "seed": seed}
+        if "backbone" not in spec:  # our small CNN, trained from scratch on the real images
+            return load_or_train(env.cache_dir, name,
+                                 TrainConfig(n_classes=2, width=int(spec.get("width", self.width)),
+                                             epochs=int(spec.get("epochs", self.epochs)), seed=seed),
+                                 REAL_CLASS_NAMES, train_set, data_key, progress=env.progress)
+        options = {k: v for k, v in spec.items() if k not in ("name", "backbone", "rho", "seed")}
+        return load_or_finetune(env.cache_dir, name, spec["backbone"], data_key, train_set, seed=seed,
+                                device=env.device, **options)
+
     def prepare(self, env: Any) -> Prepared:
-        test = self._world(env, "test", self.n_test, 0.5, _seed(env.seed, "test"))
-        test_cf = self._world(env, "test", self.n_test, 0.5, _seed(env.seed, "test"), swap=True)
-        probe = self._world(env, "probe", self.n_probe, 0.5, _seed(env.seed, "probe"))
-        vocab = world_vocabulary(CLASS_NAMES)
-        attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in ORACLE_FIELDS}
-        targets = tuple(Target("class", i, name) for i, name in enumerate(CLASS_NAMES))
+        probe, test, test_cf = self._splits(env)
+        vocab = self._vocabulary()
+        fields = [f for f in ORACLE_FIELDS if f in probe.metadata]
+        attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in fields}
+        targets = tuple(Target("class", i, name) for i, name in enumerate(probe.class_names))
         cases, truth = [], {}
-        hashes = {"test": test.content_hash, "test_swapped": test_cf.content_hash, "probe": probe.content_hash}
-        for rho in self.rhos:
-            for seed in self.seeds:
-                name = f"cnn-rho{rho:g}-s{seed}"
-                data_seed = _seed(env.seed, "train", rho, seed)
-                subject = load_or_train(
-                    env.cache_dir, name,
-                    TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed), CLASS_NAMES,
-                    lambda: self._world(env, "train", self.n_train, rho, data_seed),
-                    {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
-                     "size": self.image_size, "world": world.VERSION}, progress=env.progress)
-                hashes[f"weights:{name}"] = subject.weights_hash
-                truth[name] = {"rho": rho, "seed": seed, **self._measure(env, subject, test, test_cf)}
-                acts = cached_activations(env.arrays, subject, probe)
-                context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
-                                  vocabulary=tuple(vocab.words()), resources=env.resources, seed=env.seed, device=env.device,
-                                  cache_dir=env.cache_dir)
-                cases.append(Case(subject, context, targets, oracle_attributes=attributes))
+        hashes = {"test": test.content_hash, "probe": probe.content_hash}
+        if test_cf is not None:
+            hashes["test_swapped"] = test_cf.content_hash
+        for subject in self._subjects(env):
+            hashes[f"weights:{subject.name}"] = subject.weights_hash
+            truth[subject.name] = {**subject_info(subject), **self._measure(env, subject, test, test_cf)}
+            acts = cached_activations(env.arrays, subject, probe)
+            context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
+                              vocabulary=tuple(vocab.words()), resources=env.resources, seed=env.seed,
+                              device=env.device, cache_dir=env.cache_dir)
+            cases.append(Case(subject, context, targets, oracle_attributes=attributes))
         return Prepared(tuple(cases), truth, hashes, seed=env.seed)
 
-    def _measure(self, env: Any, subject: Any, test: ImageSet, test_cf: ImageSet) -> dict[str, Any]:
-        """Ground truth from the model's behaviour: counterfactual flip rate and group accuracies."""
+    def _vocabulary(self) -> ConceptVocabulary:
+        if self.data.get("source", "world") == "world":
+            return world_vocabulary(CLASS_NAMES)
+        return real_waterbirds_vocabulary()
+
+    def _measure(self, env: Any, subject: Subject, test: ImageSet, test_cf: ImageSet | None) -> dict[str, Any]:
+        """Ground truth from the model's behaviour: counterfactual flip rate (when exact counterfactuals
+        exist), group accuracies, and the agree/disagree accuracy gap."""
         pred = cached_activations(env.arrays, subject, test, ("logits",))["logits"].argmax(1)
-        pred_cf = cached_activations(env.arrays, subject, test_cf, ("logits",))["logits"].argmax(1)
         correct = pred == test.labels
+        place = test.field("place")
         groups = test.groups(("y", "place"))
-        group_acc = {f"{CLASS_NAMES[g // 2]}/{PLACES[g % 2]}": float(correct[groups == g].mean())
+        group_acc = {f"{test.class_names[g // 2]}/{PLACES[g % 2]}": float(correct[groups == g].mean())
                      for g in np.unique(groups)}
-        flip = float((pred != pred_cf).mean())
+        agree = place == test.labels
+        gap = float(correct[agree].mean() - correct[~agree].mean()) if agree.any() and (~agree).any() else 0.0
         avg, worst = float(correct.mean()), min(group_acc.values())
-        return {"flip_rate": flip, "reliance": flip, "biased": flip > self.bias_threshold, "avg_acc": avg,
-                "worst_group_acc": worst, "acc_gap": avg - worst, "group_acc": group_acc}
+        out = {"avg_acc": avg, "worst_group_acc": worst, "acc_gap": avg - worst, "group_acc": group_acc,
+               "agree_disagree_gap": gap}
+        if test_cf is not None:
+            pred_cf = cached_activations(env.arrays, subject, test_cf, ("logits",))["logits"].argmax(1)
+            out["flip_rate"] = float((pred != pred_cf).mean())
+            out["reliance"], out["reliance_measure"] = out["flip_rate"], "counterfactual flip rate"
+        else:
+            out["reliance"], out["reliance_measure"] = gap, "agree-disagree group accuracy gap"
+        out["biased"] = out["reliance"] > self.bias_threshold
+        return out
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, prepared: Prepared, explanations: Mapping[str, list[Explanation]]) -> Scored:
-        vocab = world_vocabulary(CLASS_NAMES)
+        vocab = self._vocabulary()
         names = [c.subject.name for c in prepared.cases]
         bg_score, reliance, biased, correct_rows, per_subject = [], [], [], [], {}
         for name in names:

@@ -20,10 +20,7 @@ from bench.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256
 from bench.contract import Subject
 from bench.data import ImageSet
 
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
+from tqdm.auto import tqdm
 
 class TorchClassifier:
     """A torch classifier seen through named layers: the one interface tasks and explainers use.
@@ -71,11 +68,12 @@ class TorchClassifier:
 
     @torch.no_grad()
     def activations(self, images: np.ndarray, layers: tuple[str, ...] = ("penultimate", "logits"),
-                    batch_size: int = 256) -> dict[str, np.ndarray]:
+                    batch_size: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
         """Activations of uint8 NHWC images; conv maps are mean-pooled over space to (N, C)."""
         self._check(layers)
         parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc="extract", leave=False, disable=not progress or len(starts) < 5):
             acts = self.forward_layers(self.preprocess(images[start:start + batch_size]), layers)
             for layer in layers:
                 a = acts[layer].float()
@@ -140,7 +138,7 @@ def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True) -> Sm
     x_all, y_all = to_tensor(train.images), torch.from_numpy(train.labels.astype(np.int64))
     gen = torch.Generator().manual_seed(config.seed)
     steps = range(config.epochs)
-    bar = tqdm(steps, desc=f"train {train.name}", leave=False, disable=not progress) if tqdm else steps
+    bar = tqdm(steps, desc=f"train {train.name}", leave=False, disable=not progress)
     model.train()
     for _ in bar:
         order = torch.randperm(len(y_all), generator=gen)
@@ -183,7 +181,8 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
 
 
 def cached_activations(cache: ArrayCache, subject: Subject, data: ImageSet,
-                       layers: tuple[str, ...] = ("penultimate", "logits")) -> dict[str, np.ndarray]:
+                       layers: tuple[str, ...] = ("penultimate", "logits"), progress: bool = False) -> dict[str, np.ndarray]:
     """Activations computed once per (weights, data content, layers)."""
     key = {"weights": subject.weights_hash, "data": data.content_hash, "layers": list(layers)}
-    return cache.get_or_compute("activations", key, lambda: subject.model.activations(data.images, layers))
+    return cache.get_or_compute("activations", key,
+                                lambda: subject.model.activations(data.images, layers, progress=progress))

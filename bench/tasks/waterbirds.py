@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bench import world
-from bench.cache import stable_hash
+from bench.cache import derive_seed as _seed
 from bench.concepts import Concept, ConceptVocabulary
 from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from bench.data import DataError, ImageSet, cached_imageset
@@ -40,10 +40,6 @@ AUROC = Metric("auroc_biased", "AUROC of background score for biased vs unbiased
                True, (0.0, 1.0), "detection", chance=0.5)
 CORRECT_BG = Metric("correct_background", "biased subjects: named background is the one correlated with the class",
                     True, (0.0, 1.0), "specificity", chance=0.5)
-
-
-def _seed(*parts: Any) -> int:
-    return int(stable_hash(list(parts), 8), 16)
 
 
 def subject_info(subject: Subject) -> dict[str, Any]:
@@ -164,7 +160,7 @@ class WaterbirdsSpurious(Task):
         for subject in self._subjects(env):
             hashes[f"weights:{subject.name}"] = subject.weights_hash
             truth[subject.name] = {**subject_info(subject), **self._measure(env, subject, test, test_cf)}
-            acts = cached_activations(env.arrays, subject, probe)
+            acts = cached_activations(env.arrays, subject, probe, progress=env.progress)
             context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
                               vocabulary=tuple(vocab.words()), resources=env.resources, seed=env.seed,
                               device=env.device, cache_dir=env.cache_dir)

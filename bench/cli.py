@@ -13,6 +13,7 @@ from typing import Sequence
 
 from bench import registry
 from bench.cache import atomic_write_text
+from bench.config import ConfigError, default_config, load_config
 from bench.data import DataError
 from bench.leaderboard import markdown, overview, tables
 from bench.contract import Prepared
@@ -24,21 +25,21 @@ from tabulate import tabulate
 benchmarks: Registry = Registry("fexbench.benchmarks", "benchmark")
 
 
-def _names(text: str | None, available: list[str]) -> list[str]:
-    return available if not text else [n.strip() for n in text.split(",") if n.strip()]
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    tasks = _names(args.tasks, registry.tasks.names())
-    explainers = _names(args.explainers, registry.explainers.names())
+    # the config (or the embedded default), then explicit flags on top; all checked before any work
+    flags = dict(out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=args.device, tasks=args.tasks,
+                 explainers=args.explainers, progress=False if args.quiet else None,
+                 resume=False if args.no_resume else None)
+    config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
+    tasks, explainers = config.task_names(), config.explainer_names()
     for name in tasks:
         registry.tasks.get(name)  # fail fast, naming the culprit, before any work
     for name in explainers:
         registry.explainers.get(name)
-    env = Environment(cache_dir=Path(args.cache_dir), out_dir=Path(args.out), seed=args.seed,
-                      progress=not args.quiet)
-    results = run(tasks, explainers, env, resume=not args.no_resume)
+    env = config.environment()
+    results = run(tasks, explainers, env, task_configs=config.task_configs(),
+                  explainer_configs=config.explainer_configs(), resume=config.run.resume)
     for task, table in tables(results).items():
         print(f"\n== {task} ==\n{table}")
     if len({r.task for r in results}) > 1:
@@ -102,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run explainers on tasks and print the leaderboard (default: everything)")
     p_run.add_argument("--tasks", help="comma-separated task names (default: all registered)")
     p_run.add_argument("--explainers", help="comma-separated explainer names (default: all registered)")
-    p_run.add_argument("--out", default="fexbench-results", help="results folder (default: %(default)s)")
-    p_run.add_argument("--cache-dir", default=".fexbench-cache", help="cache of worlds, models, features")
-    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--config", help="a TOML run config (see datasets/configs/); flags below override it")
+    p_run.add_argument("--out", help="results folder (default: fexbench-results)")
+    p_run.add_argument("--cache-dir", help="cache of worlds, models, features (default: .fexbench-cache)")
+    p_run.add_argument("--seed", type=int, help="run seed (default: 0)")
+    p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.set_defaults(func=cmd_run)
@@ -136,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (RegistryError, DataError, FileNotFoundError) as exc:
+    except (RegistryError, DataError, FileNotFoundError, ConfigError) as exc:
         print(f"fexbench: error: {exc}", file=sys.stderr)
         return 2
 

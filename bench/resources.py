@@ -1,7 +1,8 @@
 """Shared resources (a vision-language model, a captioner, a caption bank), built lazily, once per run.
 
-Providers register under the `fexbench.resources` entry point group as `factory(env) -> object`
-and cache their own artefacts by content under env.cache_dir. An explainer reads
+Providers register under the `fexbench.resources` entry point group as
+`factory(env, **options) -> object`, where options come from the run config's
+`[resources.<name>]` table (env.resource_configs), and cache their own artefacts by content under env.cache_dir. An explainer reads
 `context.resources["clip"]`; nothing is built until some explainer asks for it.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ class LazyResources(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
-            self._built[name] = resources.get(name)(self._env)
+            options = dict((getattr(self._env, "resource_configs", None) or {}).get(name, {}))
+            self._built[name] = resources.get(name)(self._env, **options)
         return self._built[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -10,7 +10,7 @@ import dataclasses
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -33,6 +33,11 @@ class Environment:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    amp: bool = True
+    batch_size: int = 256
+    workers: int | None = None
+    max_bad_image_fraction: float = 0.0
+    resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def arrays(self) -> ArrayCache:
@@ -104,7 +109,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
             factory: Callable[[], Explainer], env: Environment, resume: bool = True) -> JobResult:
     probe = factory()
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
-                       "explainer_config": probe.config(), "seed": env.seed, "hashes": dict(prepared.hashes)}, 24)
+                       "explainer_config": probe.config(), "seed": env.seed, "hashes": dict(prepared.hashes),
+                       "resources": {k: dict(v) for k, v in env.resource_configs.items()}}, 24)
     path = result_path(env.out_dir, task_name, explainer_name)
     if resume and path.exists():
         try:

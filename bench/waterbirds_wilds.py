@@ -12,18 +12,12 @@ import csv
 import hashlib
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from bench.data import DataError, ImageSet
-
-try:  # a progress bar is a nicety, not a dependency
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is in the project's dependencies
-    tqdm = None
+from bench.images import ImageItem, decode_images
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 CLASS_NAMES = ("landbird", "waterbird")
@@ -31,18 +25,20 @@ PLACE_NAMES = ("land", "water")
 REQUIRED_COLUMNS = ("img_filename", "y", "split", "place")
 # Allowed codes per column, as documented by WILDS: y 1 = waterbird, place 1 = water.
 _CODES = {"y": (0, 1), "split": (0, 1, 2), "place": (0, 1)}
-_PROGRESS_MIN = 200
 
 
 def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
-                    limit: int | None = None) -> ImageSet:
+                    limit: int | None = None, max_bad_fraction: float = 0.0,
+                    workers: int | None = None) -> ImageSet:
     """Load one split of Waterbirds as an ImageSet with metadata fields "place" and "species".
 
     Images are converted to RGB and resized to image_size x image_size (bicubic, aspect ratio
     not kept: the release's images have varying sizes).  `limit` keeps that many rows spread
     evenly over the split, not the first rows: metadata.csv is ordered by species, so its head
     is all albatrosses.  Species codes index the species of the whole file, so they agree
-    across splits.
+    across splits.  Images are decoded in parallel (bench.images); up to `max_bad_fraction` of
+    them may be missing or corrupt: those rows are dropped and reported, beyond it a DataError
+    names them.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -66,8 +62,10 @@ def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
         keep = np.linspace(0, len(chosen) - 1, limit).round().astype(int)
         chosen = [chosen[i] for i in keep]
 
-    images = _decode_all([root / row["img_filename"] for row in chosen],
-                         [row["row"] for row in chosen], csv_path, image_size)
+    items = [ImageItem(str(root / row["img_filename"]), where=f"listed in {csv_path}, row {row['row']}")
+             for row in chosen]
+    decoded = decode_images(items, image_size, max_bad_fraction, f"waterbirds-{split}", workers)
+    images, chosen = decoded.images, [chosen[i] for i in decoded.keep]
     species_code = {name: code for code, name in enumerate(species_names)}
     return ImageSet(
         name=f"waterbirds-{split}",
@@ -88,6 +86,7 @@ def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
             "split": split,
             "image_size": str(image_size),
             "limit": str(limit),
+            "bad_images": str(len(decoded.bad)),
         },
     )
 
@@ -130,42 +129,3 @@ def _parse_metadata(raw: bytes, csv_path: Path) -> list[dict]:
     if not rows:
         raise DataError(f"{csv_path} has a header but no rows")
     return rows
-
-
-def _decode_all(paths: list[Path], row_numbers: list[int], csv_path: Path,
-                image_size: int) -> np.ndarray:
-    """Decode images into one preallocated array with a few threads (PIL releases the GIL)."""
-    out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_decode_into, out, i, path, row, csv_path, image_size)
-                   for i, (path, row) in enumerate(zip(paths, row_numbers))]
-        bar = None
-        if tqdm is not None and len(paths) > _PROGRESS_MIN:
-            bar = tqdm(total=len(paths), desc="waterbirds", unit="img")
-        try:
-            for future in as_completed(futures):
-                future.result()
-                if bar is not None:
-                    bar.update()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-    return out
-
-
-def _decode_into(out: np.ndarray, i: int, path: Path, row: int, csv_path: Path,
-                 image_size: int) -> None:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-            out[i] = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"image {path} not found (listed in {csv_path}, row {row})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"image {path} cannot be decoded (listed in {csv_path}, row {row}): "
-                        f"{type(err).__name__}: {err}") from err

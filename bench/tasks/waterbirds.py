@@ -14,6 +14,7 @@ agree with the spurious correlation (place == label) and those that disagree.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -101,6 +102,7 @@ class WaterbirdsSpurious(Task):
 
     def _real_split(self, env: Any, split: str) -> ImageSet:
         source, options = self.data["source"], {k: v for k, v in self.data.items() if k != "source"}
+        options.setdefault("max_bad_fraction", env.max_bad_image_fraction)
         if source == "wilds":
             from bench.waterbirds_wilds import load_waterbirds
             return load_waterbirds(split=split, **options)
@@ -137,7 +139,7 @@ class WaterbirdsSpurious(Task):
             train = self._real_split(env, "train")
             return train if rho is None else subsample_to_rho(train, rho, seed)
 
-        data_key = {"source": dict(self.data), "rho": rho, "seed": seed}
+        data_key = {"source": dict(self.data), "rho": rho, "seed": seed, "fingerprint": self._fingerprint()}
         if "backbone" not in spec:  # our small CNN, trained from scratch on the real images
             return load_or_train(env.cache_dir, name,
                                  TrainConfig(n_classes=2, width=int(spec.get("width", self.width)),
@@ -146,6 +148,13 @@ class WaterbirdsSpurious(Task):
         options = {k: v for k, v in spec.items() if k not in ("name", "backbone", "rho", "seed")}
         return load_or_finetune(env.cache_dir, name, spec["backbone"], data_key, train_set, seed=seed,
                                 device=env.device, **options)
+
+    def _fingerprint(self) -> str | None:
+        """A cheap content hash of the real data's index (WILDS: metadata.csv), so a subject trained on
+        edited data is never reused; the training images' own sha256 is recorded in the subject's card."""
+        if self.data.get("source") == "wilds":
+            return file_sha256(Path(self.data["root"]) / "metadata.csv")
+        return None
 
     def prepare(self, env: Any) -> Prepared:
         probe, test, test_cf = self._splits(env)

@@ -1,0 +1,481 @@
+"""The run config: one TOML file naming everything a run uses, checked in full before any work.
+
+```toml
+[run]                    # where and how (every key optional; see RunSection)
+out = "fexbench-results"
+device = "cuda"
+tasks = ["waterbirds-spurious"]   # omitted or "all": every registered task
+explainers = "all"
+
+[tasks.waterbirds-spurious]        # that task's constructor arguments
+rhos = [0.5, 0.95]
+
+[explainers.random]                # that explainer's constructor arguments
+
+[resources.clip]                   # that resource provider's options
+model = "ViT-B-32"
+```
+
+Task, explainer and resource options are checked against the constructor's (or provider's)
+signature and type hints, so an unknown key or a wrong type is caught here, naming the file and the
+dotted key (`run.toml: tasks.waterbirds-spurious.rhos[1]: expected a number, got 'x'`). Nested
+values are checked generically: a dict with a "family" key is a pretrained-model spec
+(bench.pretrained), keys named root/file/checkpoint/*_root/*_file must be existing paths, and
+path/model/*_path values that look local must exist (see `looks_local`). Relative paths are taken
+from the working directory, as the command-line flags are. `fexbench run` with no config runs
+`default_config()`; `datasets/configs/default.toml` spells the same run out.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bench import registry
+
+
+class ConfigError(ValueError):
+    """A bad run config: the message names the file and the dotted key at fault."""
+
+
+# -- helpers shared with bench.pretrained / bench.finetune -----------------------------------------
+LOCAL_SUFFIXES = {".safetensors", ".json", ".bin", ".pt", ".pth", ".parquet", ".csv", ".arrow", ".toml",
+                  ".txt", ".jsonl", ".npy", ".npz"}
+
+
+def looks_local(value: str) -> bool:
+    """Does a model/dataset reference name a local path rather than a hub name?
+
+    Local: absolute, ./ ../ ~, an existing path, a file suffix (.safetensors ...), the local-dir:
+    prefix, or a relative path whose first folder exists here ("datasets/wb_hf" when ./datasets
+    exists). Hub names ("microsoft/resnet-50", "ViT-B-32", "resnet50.a1_in1k") are none of these.
+    """
+    if value.startswith("local-dir:"):
+        return True
+    if value.startswith(("hf-hub:", "hf_hub:")):
+        return False
+    path = Path(value).expanduser()
+    if value.startswith(("/", "./", "../", "~")) or path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+        return True
+    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
+
+
+def local_path(value: str) -> Path:
+    return Path(value.removeprefix("local-dir:")).expanduser()
+
+
+def _is_device(device: str) -> bool:
+    import torch
+    try:
+        return device == "auto" or torch.device(device).type in ("cpu", "cuda", "mps")
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
+def check_device(device: str) -> str:
+    """The device to use: "auto" is cuda when available, else cpu; a cuda/mps device must exist."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here (torch {torch.__version__}, "
+                              f"CUDA build: {torch.version.cuda or 'none'}); use device = \"cpu\" or \"auto\"")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {device!r} requested but MPS is not available here")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (cpu, cuda, cuda:N, mps or auto)")
+    return device
+
+
+# -- the config tree ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSection:
+    """[run]: where results and caches go and how to compute. Every key is optional."""
+
+    out: str = "fexbench-results"
+    cache_dir: str = ".fexbench-cache"
+    seed: int = 0
+    device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
+    amp: bool = True  # mixed precision (autocast) on cuda only; never on cpu
+    batch_size: int = 64  # batch size for pretrained models' forward passes
+    workers: int = 0  # image-decoding threads; 0 = min(8, CPU count)
+    max_bad_image_fraction: float = 0.0  # share of unreadable images tolerated per split
+    tasks: tuple[str, ...] | None = None  # None: every registered task
+    explainers: tuple[str, ...] | None = None  # None: every registered explainer
+    resume: bool = True
+    progress: bool = True
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists again (tuples stay tuples), for constructors and stable hashes."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(thaw(v) for v in value)
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: the [run] section plus per-task, per-explainer and per-resource options."""
+
+    run: RunSection = field(default_factory=RunSection)
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: types.MappingProxyType({}))
+    explainers: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: types.MappingProxyType({}))
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: types.MappingProxyType({}))
+    source: str = "<default>"
+
+    def task_names(self) -> list[str]:
+        return list(self.run.tasks) if self.run.tasks is not None else registry.tasks.names()
+
+    def explainer_names(self) -> list[str]:
+        return list(self.run.explainers) if self.run.explainers is not None else registry.explainers.names()
+
+    def task_configs(self) -> dict[str, dict[str, Any]]:
+        return {name: thaw(kwargs) for name, kwargs in self.tasks.items()}
+
+    def explainer_configs(self) -> dict[str, dict[str, Any]]:
+        return {name: thaw(kwargs) for name, kwargs in self.explainers.items()}
+
+    def resource_configs(self) -> dict[str, dict[str, Any]]:
+        return {name: thaw(kwargs) for name, kwargs in self.resources.items()}
+
+    def with_overrides(self, **values: Any) -> "RunConfig":
+        """Command-line flags win over the file; a None value means "not given". Checked like the file."""
+        given = {k: v for k, v in values.items() if v is not None}
+        where = _Where("command line", {f"run.{k}": f"--{k.replace('_', '-')}" for k in given})
+        run = _check_run(given, where, base=self.run)
+        return dataclasses.replace(self, run=run)
+
+    def environment(self, environment_cls: Callable[..., Any] | None = None) -> Any:
+        """A bench.runner.Environment for this run."""
+        if environment_cls is None:
+            from bench.runner import Environment as environment_cls
+        values = {"cache_dir": Path(self.run.cache_dir), "out_dir": Path(self.run.out), "seed": self.run.seed,
+                  "device": check_device(self.run.device), "progress": self.run.progress, "amp": self.run.amp,
+                  "batch_size": self.run.batch_size, "workers": self.run.workers,
+                  "max_bad_image_fraction": self.run.max_bad_image_fraction,
+                  "resource_configs": types.MappingProxyType(self.resource_configs())}
+        return environment_cls(**values)
+
+
+def default_config() -> RunConfig:
+    """The run `fexbench run` does without a config: every registered task and explainer, defaults."""
+    return RunConfig()
+
+
+def load_config(path: str | os.PathLike, lint: bool = False,
+                overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read and validate a TOML run config; any problem is a ConfigError naming file and key.
+
+    `overrides` are [run] values given on the command line (None = not given): they replace the
+    file's before it is checked, so `--device cpu` rescues a file that asks for cuda. lint=True
+    checks names, keys and types only: not that paths exist nor that the device is present (to
+    check a recipe on a machine without its data or GPU).
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        default_config().with_overrides(**given)  # the flags themselves, named as flags
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found" if not path.exists() else f"config {path} is not a file")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise ConfigError(f"{path}: YAML configs are not supported; write the same keys as TOML (a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    if given:
+        run = data.get("run", {})
+        data = {**data, "run": {**(run if isinstance(run, Mapping) else {}), **given}}
+    return validate(data, str(path), lint)
+
+
+def validate(data: Mapping[str, Any], source: str = "<config>", lint: bool = False) -> RunConfig:
+    """Validate an already parsed config (the TOML's tables as dicts)."""
+    where = _Where(source, lint=lint)
+    unknown = sorted(set(data) - {"run", "tasks", "explainers", "resources"})
+    if unknown:
+        raise where.error(unknown[0], "unknown section; sections are run, tasks, explainers, resources")
+    for section in ("run", "tasks", "explainers", "resources"):
+        if section in data and not isinstance(data[section], Mapping):
+            raise where.error(section, f"expected a table ([{section}]), got {_show(data[section])}")
+    run = _check_run(dict(data.get("run", {})), where, base=RunSection())
+    tasks = _check_components(data.get("tasks", {}), "tasks", registry.tasks, where)
+    explainers = _check_components(data.get("explainers", {}), "explainers", registry.explainers, where)
+    from bench.resources import resources as resource_registry
+    res = _check_components(data.get("resources", {}), "resources", resource_registry, where, skip_first=1)
+    return RunConfig(run, _frozen(tasks), _frozen(explainers), _frozen(res), source)
+
+
+# -- validation ----------------------------------------------------------------------------------------
+class _Where:
+    """Formats errors as '<file>: <dotted key>: <reason>'."""
+
+    def __init__(self, source: str, names: Mapping[str, str] | None = None, lint: bool = False):
+        self.source, self.names, self.lint = source, dict(names or {}), lint
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        for name, shown in self.names.items():  # run.tasks[1] -> --tasks[1] for command-line values
+            if key == name or key.startswith(name + "["):
+                key = shown + key[len(name):]
+                break
+        return ConfigError(f"{self.source}: {key}: {reason}")
+
+
+def _show(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+_RUN_TYPES = {"out": str, "cache_dir": str, "seed": int, "device": str, "amp": bool, "batch_size": int,
+              "workers": int, "max_bad_image_fraction": float, "tasks": "names", "explainers": "names",
+              "resume": bool, "progress": bool}
+
+
+def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> RunSection:
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"run.{key}"
+        if key not in _RUN_TYPES:
+            raise where.error(dotted, f"unknown key; [run] keys are {', '.join(sorted(_RUN_TYPES))}")
+        kind = _RUN_TYPES[key]
+        if kind == "names":
+            value = _check_names(value, dotted, registry.tasks if key == "tasks" else registry.explainers, where)
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise where.error(dotted, f"expected a number, got {_show(value)}")
+            value = float(value)
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise where.error(dotted, f"expected an integer, got {_show(value)}")
+        elif not isinstance(value, kind):
+            raise where.error(dotted, f"expected {'true or false' if kind is bool else 'a string'}, got {_show(value)}")
+        checked[key] = value
+    for key in ("batch_size",):
+        if key in checked and checked[key] < 1:
+            raise where.error(f"run.{key}", f"must be at least 1, got {checked[key]}")
+    if "workers" in checked and checked["workers"] < 0:
+        raise where.error("run.workers", f"must be 0 (automatic) or more, got {checked['workers']}")
+    if "max_bad_image_fraction" in checked and not 0.0 <= checked["max_bad_image_fraction"] < 1.0:
+        raise where.error("run.max_bad_image_fraction", f"must be in [0, 1), got {checked['max_bad_image_fraction']}")
+    if "device" in checked:
+        try:
+            check_device("cpu" if where.lint and _is_device(checked["device"]) else checked["device"])
+        except ConfigError as err:
+            raise where.error("run.device", str(err)) from None
+    for key in ("out", "cache_dir"):
+        if key in checked and not checked[key].strip():
+            raise where.error(f"run.{key}", "must not be empty")
+    return dataclasses.replace(base, **checked)
+
+
+def _check_names(value: Any, dotted: str, reg: registry.Registry, where: _Where) -> tuple[str, ...] | None:
+    if value == "all":
+        return None
+    if isinstance(value, str):
+        value = [n.strip() for n in value.split(",") if n.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise where.error(dotted, f"expected a non-empty list of names or \"all\", got {_show(value)}")
+    known = reg.names()
+    for i, name in enumerate(value):
+        if not isinstance(name, str):
+            raise where.error(f"{dotted}[{i}]", f"expected a name, got {_show(name)}")
+        if name not in known:
+            raise where.error(f"{dotted}[{i}]", f"unknown {reg.what} {name!r}; known: {', '.join(known) or 'none'}")
+    return tuple(value)
+
+
+def _check_components(section: Mapping[str, Any], kind: str, reg: registry.Registry, where: _Where,
+                      skip_first: int = 0) -> dict[str, dict[str, Any]]:
+    """[tasks.X] / [explainers.X] / [resources.X]: X registered, its options match its signature."""
+    out: dict[str, dict[str, Any]] = {}
+    known = reg.names()
+    for name, options in section.items():
+        dotted = f"{kind}.{name}"
+        if name not in known:
+            raise where.error(dotted, f"unknown {reg.what} {name!r}; known: {', '.join(known) or 'none registered'}")
+        if not isinstance(options, Mapping):
+            raise where.error(dotted, f"expected a table of options, got {_show(options)}")
+        try:
+            factory = reg.get(name)
+        except registry.RegistryError as err:
+            raise where.error(dotted, str(err)) from None
+        out[name] = _check_kwargs(factory, options, dotted, where, skip_first)
+        if inspect.isclass(factory) and not skip_first:
+            # tasks and explainers only store their arguments (scikit-learn style), so building one
+            # is free and surfaces the constructor's own checks now, before any work
+            try:
+                factory(**thaw(out[name]))
+            except (ValueError, TypeError, KeyError) as err:
+                raise where.error(dotted, f"{type(err).__name__}: {err}") from None
+    return out
+
+
+def _signature(factory: Callable) -> tuple[list[inspect.Parameter], bool, dict[str, Any]]:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return [], True, {}
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: check names, not types
+        hints = {}
+    params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    return params, open_ended, hints
+
+
+def _check_kwargs(factory: Callable, options: Mapping[str, Any], dotted: str, where: _Where,
+                  skip_first: int = 0) -> dict[str, Any]:
+    params, open_ended, hints = _signature(factory)
+    params = params[skip_first:]
+    by_name = {p.name: p for p in params}
+    out = {}
+    for key, value in options.items():
+        key_path = f"{dotted}.{key}"
+        if key not in by_name and not open_ended:
+            options_text = ", ".join(by_name) or "none"
+            raise where.error(key_path, f"unknown option; options are: {options_text}")
+        param = by_name.get(key)
+        hint = hints.get(key, inspect.Parameter.empty)
+        if hint is inspect.Parameter.empty and param is not None and param.default not in (inspect.Parameter.empty, None):
+            hint = type(param.default)
+        value = _check_type(value, hint, key_path, where)
+        _check_nested(value, key_path, where, key)
+        out[key] = value
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in options]
+    if missing:
+        raise where.error(f"{dotted}.{missing[0]}", "required option is missing")
+    return out
+
+
+def _check_type(value: Any, hint: Any, key: str, where: _Where) -> Any:
+    """value checked against a type hint (TOML's types: bool, int, float, str, list, table);
+    ints become floats where a float is expected and lists become tuples where a tuple is."""
+    if hint is inspect.Parameter.empty or hint is Any or hint is object:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        errors = []
+        for arm in arms:
+            try:
+                return _check_type(value, arm, key, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if len(arms) == 1 else where.error(key, f"{_show(value)} matches none of {_hint_text(hint)}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise where.error(key, f"expected one of {', '.join(map(repr, args))}, got {_show(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise where.error(key, f"expected true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.error(key, f"expected an integer, got {_show(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise where.error(key, f"expected a number, got {_show(value)}")
+        return float(value)
+    if hint in (str, Path, os.PathLike):
+        if not isinstance(value, str):
+            raise where.error(key, f"expected a string, got {_show(value)}")
+        return value
+    container = origin or hint
+    if container in (tuple, list, collections.abc.Sequence, typing.Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise where.error(key, f"expected a list, got {_show(value)}")
+        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise where.error(key, f"expected a list of {len(args)} items, got {len(value)}")
+            items = [_check_type(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item = args[0] if args else inspect.Parameter.empty
+            items = [_check_type(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+        return tuple(items) if container is tuple else items
+    if container in (dict, collections.abc.Mapping, typing.Mapping) or (
+            inspect.isclass(container) and issubclass(container, collections.abc.Mapping)):
+        if not isinstance(value, Mapping):
+            raise where.error(key, f"expected a table, got {_show(value)}")
+        value_hint = args[1] if len(args) == 2 else inspect.Parameter.empty
+        return {k: _check_type(v, value_hint, f"{key}.{k}", where) for k, v in value.items()}
+    if inspect.isclass(hint) and not isinstance(value, hint):
+        raise where.error(key, f"expected {hint.__name__}, got {_show(value)}")
+    return value
+
+
+def _hint_text(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+ALWAYS_LOCAL = ("root", "file", "checkpoint")  # and *_root, *_file
+MAYBE_LOCAL = ("path", "model")  # and *_path: a hub name or a local path
+
+
+def _check_nested(value: Any, key: str, where: _Where, name: str) -> None:
+    """Generic checks inside option values: model specs, subject specs and local paths."""
+    if isinstance(value, Mapping):
+        if "family" in value:
+            _check_spec(value, key, where)
+            return
+        if "backbone" in value:
+            from bench.finetune import SubjectSpecError, validate_subject
+            try:
+                validate_subject(value)
+            except SubjectSpecError as err:
+                raise where.error(f"{key}.{err.key}" if err.key else key, err.reason) from None
+        for k, v in value.items():
+            _check_nested(v, f"{key}.{k}", where, str(k))
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_nested(v, f"{key}[{i}]", where, name)
+        return
+    if not isinstance(value, str) or where.lint:
+        return
+    always = name in ALWAYS_LOCAL or name.endswith(("_root", "_file"))
+    maybe = name in MAYBE_LOCAL or name.endswith("_path")
+    if (always or (maybe and looks_local(value))) and not local_path(value).exists():
+        raise where.error(key, f"path does not exist: {local_path(value).absolute()}")
+
+
+def _check_spec(spec: Mapping[str, Any], key: str, where: _Where) -> None:
+    from bench.pretrained import SpecError, validate_spec
+    try:
+        validate_spec(spec, check_paths=not where.lint)
+    except SpecError as err:
+        raise where.error(f"{key}.{err.key}" if err.key else key, err.reason) from None

@@ -21,6 +21,7 @@ import numpy as np
 
 from bench import world
 from bench.cache import derive_seed as _seed
+from bench.cache import file_sha256
 from bench.concepts import Concept, ConceptVocabulary
 from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from bench.data import DataError, ImageSet, cached_imageset

@@ -1,0 +1,310 @@
+"""Task `imagenet9-background`: does an explanation of a class name its background in proportion
+to how much the classifier's accuracy on that class depends on the background?
+
+After the backgrounds challenge (Xiao et al., "Noise or Signal", 2020). A zoo of 9-class CNNs is
+trained on the world's ImageNet-9 layout with P(class's native background) = p_native: 1.0 is
+the challenge's `original` training data, 0.0 its `mixed_rand` (backgrounds uniform over the nine
+types), values in between mix the two. Ground truth is measured per subject and per class on the
+eight challenge variants of one test set (native backgrounds, as in the challenge): accuracy on
+every variant, BG-gap = acc(mixed_same) - acc(mixed_rand), and accuracy from the background
+alone (only_bg_t). Explainers explain the nine class targets of every subject on a probe set whose
+backgrounds are independent of the class (p_native = 0), so that the images that drive a class
+reveal its background only if the subject relies on it.
+
+The same task runs on the real challenge (data = {source = "challenge", root = ...}): subjects are
+ImageNet classifiers as they are (their 1000 logits grouped into the nine classes by
+in_to_in9.json, bench.imagenet9_challenge.In9Logits) or 9-class IN-9L classifiers; ground truth
+is measured on the release's eight variants by the same protocol; the probe is `mixed_rand` (the
+release's class-independent backgrounds). The release records no background types, so there
+native-background precision is undefined and the oracle knows only each probe image's class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from bench import imagenet9_challenge as challenge
+from bench import world
+from bench.cache import derive_seed, stable_hash
+from bench.concepts import Concept, ConceptVocabulary, content_words
+from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from bench.data import DataError, ImageSet, cached_imageset
+from bench.imagenet9_challenge import challenge_accuracies
+from bench.metrics import Metric, MetricValue, bootstrap_ci, nanmean, spearman
+from bench.subjects import TrainConfig, cached_activations, load_or_train
+from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
+
+CLASS_NAMES = world.SHAPES
+ORACLE_FIELDS = ("shape", "colour", "size", "background")
+NATIVE_BACKGROUND = tuple(world.BACKGROUNDS[b] for b in world.CLASS_BACKGROUND)  # class index -> its native background
+
+# The real challenge: words for its classes and for what is seen behind objects in photographs.
+REAL_CLASS_WORDS = {
+    "dog": ("dog", "puppy", "hound", "terrier", "retriever"),
+    "bird": ("bird", "parrot", "eagle", "owl", "duck", "finch"),
+    "wheeled vehicle": ("vehicle", "car", "truck", "bus", "bicycle", "motorcycle", "wheel", "tractor"),
+    "reptile": ("reptile", "lizard", "snake", "turtle", "crocodile", "iguana"),
+    "carnivore": ("carnivore", "cat", "fox", "wolf", "bear", "lion", "tiger", "leopard"),
+    "insect": ("insect", "beetle", "butterfly", "ant", "bee", "grasshopper"),
+    "musical instrument": ("instrument", "guitar", "piano", "violin", "drum", "trumpet", "accordion"),
+    "primate": ("primate", "monkey", "ape", "gorilla", "chimpanzee", "baboon", "lemur"),
+    "fish": ("fish", "shark", "goldfish", "salmon", "trout"),
+}
+REAL_SCENE_WORDS = ("sky", "road", "street", "indoor", "room", "floor", "wall", "snow", "sand", "rock", "branch",
+                    "flower", "plant", "jungle", "stage", "table", "underwater", "dirt", "mud", "background")
+CHALLENGE_OPTIONS = ("source", "root", "mapping_file", "image_size", "limit", "probe_variant", "probe_limit")
+
+
+def real_imagenet9_vocabulary() -> ConceptVocabulary:
+    """Concepts for the real challenge: the nine classes with common members, background and scene words."""
+    concepts = [Concept(f"class:{name}", "class", (name, *words)) for name, words in REAL_CLASS_WORDS.items()]
+    concepts += [Concept(group, "background", words, group) for group, words in GROUP_WORDS.items()]
+    concepts += [Concept(word, "background", ()) for word in REAL_SCENE_WORDS]
+    taken = {w for c in concepts for w in (c.name, *c.synonyms)}
+    concepts += [Concept(word, "distractor", ()) for word in DISTRACTORS if word not in taken]
+    return ConceptVocabulary(concepts)
+
+SPEARMAN_PAIRS = Metric("spearman_bg_gap", "Spearman(background score, per-class BG-gap) across (subject, class) pairs",
+                        True, (-1.0, 1.0), "faithfulness", chance=0.0)
+NATIVE_PRECISION = Metric("native_bg_precision",
+                          "classes that rely on their background (BG-gap > threshold): the background named "
+                          "most is the class's native one", True, (0.0, 1.0), "specificity",
+                          chance=1 / len(world.BACKGROUNDS))
+SPEARMAN_SUBJECTS = Metric("spearman_subject_bg_gap", "Spearman(mean background score, overall BG-gap) across subjects",
+                           True, (-1.0, 1.0), "faithfulness", chance=0.0)
+
+
+def concept_shares(vocab: Any, explanation: Explanation, names: Sequence[str]) -> dict[str, float]:
+    """Share of an explanation's weight on each of the concepts `names` (a class concept counts as its shape).
+
+    Unlike the vocabulary's own split, a word's weight is split only among the concepts in `names`
+    that it names: "grass" also names the group concept `land`, which is no background type, and
+    must not halve grass against "lava", which names no group. A word that names several of them
+    ("water": ocean and lake) splits evenly, so "water" alone ties ocean with lake, while "calm
+    water" (a lake synonym) still puts lake first. Words that name none of them weigh nothing.
+    """
+    wanted, shares = set(names), {}
+    total = sum(w for _, w in explanation.concepts)
+    if total <= 0:
+        return shares
+    for text, weight in explanation.concepts:
+        hits = []
+        for word in content_words(text):
+            found = {c.name.removeprefix("class:") for c in vocab.lookup(word)} & wanted
+            if found:
+                hits.append(sorted(found))
+        for found in hits:
+            for name in found:
+                shares[name] = shares.get(name, 0.0) + weight / total / len(hits) / len(found)
+    return shares
+
+
+def native_hit(weights: Mapping[str, float], native: str) -> float:
+    """1 if the heaviest named background is `native`, 0 if another; a tie shares the credit
+    ("water" alone names ocean and lake equally: 0.5 for either); NaN when no background is named."""
+    top = max(weights.values(), default=0.0)
+    if top <= 0:
+        return float("nan")
+    tied = [b for b, w in weights.items() if w >= top * (1 - 1e-9)]
+    return 1.0 / len(tied) if native in tied else 0.0
+
+
+class ImageNet9Background(Task):
+    name = "imagenet9-background"
+    description = "background reliance (ImageNet-9 backgrounds challenge): explanations vs measured BG-gaps"
+    metrics = (SPEARMAN_PAIRS, NATIVE_PRECISION, SPEARMAN_SUBJECTS)
+
+    def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seeds: tuple[int, ...] = (0,),
+                 n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 8, width: int = 16,
+                 image_size: int = 32, gap_threshold: float = 0.3, n_bootstrap: int = 1000,
+                 data: Mapping[str, Any] | None = None, subjects: Sequence[Mapping[str, Any]] | None = None):
+        self.p_natives, self.seeds, self.gap_threshold = tuple(p_natives), tuple(seeds), gap_threshold
+        self.n_train, self.n_probe, self.n_test = n_train, n_probe, n_test
+        self.epochs, self.width, self.image_size, self.n_bootstrap = epochs, width, image_size, n_bootstrap
+        self.data = dict(data or {"source": "world"})
+        self.subjects = [dict(s) for s in subjects or ()]
+
+    @property
+    def real(self) -> bool:
+        source = self.data.get("source", "world")
+        if source not in ("world", "challenge"):
+            raise DataError(f"imagenet9-background: data.source must be world or challenge, not {source!r}")
+        return source == "challenge"
+
+    def vocabulary(self) -> ConceptVocabulary:
+        return real_imagenet9_vocabulary() if self.real else world_vocabulary(CLASS_NAMES)
+
+    # -- data and subjects (public: concept-transfer and the sanity check reuse them) ----------
+    def world_set(self, env: Any, split: str, n: int, seed: int, p_native: float, variant: str = "original") -> ImageSet:
+        """A rendered split of the ImageNet-9 layout, cached by its generator arguments."""
+        key = {"layout": "imagenet9", "split": split, "n": n, "seed": seed, "p_native": p_native,
+               "variant": variant, "size": self.image_size, "world": world.VERSION}
+        return cached_imageset(env.cache_dir, key, lambda: world.imagenet9_set(
+            n, seed, variant, p_native, self.image_size, name=f"imagenet9-{split}-{variant}"))
+
+    def probe_set(self, env: Any) -> ImageSet:
+        """Probe images with class-independent backgrounds (p_native = 0)."""
+        return self.world_set(env, "probe", self.n_probe, derive_seed(env.seed, "imagenet9", "probe"), 0.0)
+
+    def test_sets(self, env: Any) -> dict[str, ImageSet]:
+        """The eight challenge variants of one test set with native backgrounds, as in the challenge."""
+        seed = derive_seed(env.seed, "imagenet9", "test")
+        return {v: self.world_set(env, "test", self.n_test, seed, 1.0, v) for v in world.VARIANTS}
+
+    def world_subject(self, env: Any, p_native: float, seed: int, width: int | None = None) -> Subject:
+        """A SmallCNN trained on the layout at p_native (cached by its full config and data description)."""
+        width = self.width if width is None else width
+        data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
+        name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
+        return load_or_train(
+            env.cache_dir, name,
+            TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            lambda: self.world_set(env, "train", self.n_train, data_seed, p_native),
+            {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
+             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+
+    def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...]) -> Case:
+        """The Case of a subject on the probe set: its penultimate features, logits, the vocabulary;
+        the oracle gets the probe's attributes (on the real release, only each image's class)."""
+        acts = cached_activations(env.arrays, subject, probe, progress=env.progress)
+        if self.real:
+            attributes = {"object": tuple(probe.class_names[y] for y in probe.labels)}
+        else:
+            attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in ORACLE_FIELDS}
+        context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
+                          vocabulary=tuple(self.vocabulary().words()), resources=env.resources,
+                          seed=env.seed, device=env.device, cache_dir=env.cache_dir)
+        return Case(subject, context, targets, oracle_attributes=attributes)
+
+    def measure(self, env: Any, subject: Subject, tests: Mapping[str, ImageSet]) -> dict[str, Any]:
+        """Ground truth from the subject's predictions on the eight variants (the challenge's protocol)."""
+        preds = {v: cached_activations(env.arrays, subject, data, ("logits",))["logits"].argmax(1)
+                 for v, data in tests.items()}
+        out = challenge_accuracies(preds, {v: data.labels for v, data in tests.items()}, len(CLASS_NAMES))
+        out["only_bg_t_accuracy"] = out["accuracy"]["only_bg_t"]
+        out["per_class_only_bg_t_accuracy"] = out["per_class_accuracy"]["only_bg_t"]
+        return out
+
+    # -- the task -----------------------------------------------------------------------------
+    def prepare(self, env: Any) -> Prepared:
+        if self.real:
+            return self._prepare_challenge(env)
+        probe, tests = self.probe_set(env), self.test_sets(env)
+        targets = tuple(Target("class", i, name) for i, name in enumerate(CLASS_NAMES))
+        hashes = {"probe": probe.content_hash, **{f"test:{v}": d.content_hash for v, d in tests.items()}}
+        cases, truth = [], {}
+        for p_native in self.p_natives:
+            for seed in self.seeds:
+                subject = self.world_subject(env, p_native, seed)
+                hashes[f"weights:{subject.name}"] = subject.weights_hash
+                truth[subject.name] = {"p_native": p_native, "seed": seed, **self.measure(env, subject, tests)}
+                cases.append(self.case(env, subject, probe, targets))
+        return Prepared(tuple(cases), truth, hashes, seed=env.seed)
+
+    # -- the real challenge -------------------------------------------------------------------
+    def _challenge_options(self) -> dict[str, Any]:
+        unknown = [k for k in self.data if k not in CHALLENGE_OPTIONS]
+        if unknown:
+            raise DataError(f"imagenet9-background: unknown data option(s) {unknown}; options are {CHALLENGE_OPTIONS}")
+        if "root" not in self.data:
+            raise DataError("imagenet9-background: data.root (the unpacked bg_challenge folder) is required")
+        root = Path(self.data["root"])
+        return {"root": root, "mapping_file": Path(self.data.get("mapping_file", root / "in_to_in9.json")),
+                "image_size": int(self.data.get("image_size", 224)), "limit": self.data.get("limit"),
+                "probe_variant": self.data.get("probe_variant", "mixed_rand"),
+                "probe_limit": self.data.get("probe_limit", 1000)}
+
+    def _real_subject(self, env: Any, spec: Mapping[str, Any], mapping: np.ndarray) -> Subject:
+        """An ImageNet (1000 logits, grouped by the mapping) or IN-9L (9 logits) classifier, as it is."""
+        from bench.finetune import validate_subject
+        from bench.pretrained import load_classifier
+
+        spec = validate_subject(spec)
+        unused = [k for k in spec if k not in ("name", "backbone")]
+        if unused:
+            raise DataError(f"imagenet9-background: subject key(s) {unused} do not apply: "
+                            "the challenge scores classifiers as they are (name and backbone only)")
+        classifier, info = load_classifier(spec["backbone"], env.device, amp=getattr(env, "amp", True),
+                                           batch_size=getattr(env, "batch_size", 64))
+        name = spec.get("name") or str(spec["backbone"]["model"])
+        if info["n_classes"] == challenge.N_IMAGENET_CLASSES:
+            model, names = challenge.in9_classifier(classifier, mapping), (*challenge.CLASS_NAMES, challenge.UNMAPPED)
+            weights = stable_hash({"weights": info["weights_sha256"], "in_to_in9": mapping.tolist()}, 64)
+        elif info["n_classes"] == len(challenge.CLASS_NAMES):
+            model, names, weights = classifier, challenge.CLASS_NAMES, info["weights_sha256"]
+        else:
+            raise DataError(f"imagenet9-background: subject {name!r} has {info['n_classes']} classes; "
+                            f"expected 1000 (ImageNet, mapped by in_to_in9.json) or 9 (IN-9L)")
+        config = {"backbone": dict(spec["backbone"]), "backbone_sha256": info["weights_sha256"],
+                  "n_classes": info["n_classes"]}
+        return Subject(name=name, model=model, class_names=tuple(names), weights_hash=weights, config=config)
+
+    def _prepare_challenge(self, env: Any) -> Prepared:
+        """Ground truth on the release's eight variants, one variant in memory at a time."""
+        opts = self._challenge_options()
+        if not self.subjects:
+            raise DataError("imagenet9-background: the challenge needs `subjects` (ImageNet or IN-9L classifiers)")
+        mapping = challenge.load_in_to_in9(opts["mapping_file"])
+        subjects = [self._real_subject(env, spec, mapping) for spec in self.subjects]
+        bad, workers = getattr(env, "max_bad_image_fraction", 0.0), getattr(env, "workers", None)
+        hashes = {"in_to_in9": stable_hash(mapping.tolist(), 64)}
+        preds: dict[str, dict[str, np.ndarray]] = {s.name: {} for s in subjects}
+        labels: dict[str, np.ndarray] = {}
+        for variant in world.VARIANTS:
+            data = challenge.load_challenge_variant(opts["root"], variant, opts["image_size"], opts["limit"], bad, workers)
+            hashes[f"test:{variant}"], labels[variant] = data.content_hash, data.labels
+            for subject in subjects:
+                logits = cached_activations(env.arrays, subject, data, ("logits",), progress=env.progress)["logits"]
+                preds[subject.name][variant] = logits.argmax(1)
+            del data
+        probe = challenge.load_challenge_variant(opts["root"], opts["probe_variant"], opts["image_size"],
+                                                 opts["probe_limit"], bad, workers)
+        hashes["probe"] = probe.content_hash
+        targets = tuple(Target("class", i, name) for i, name in enumerate(challenge.CLASS_NAMES))
+        cases, truth = [], {}
+        for subject in subjects:
+            hashes[f"weights:{subject.name}"] = subject.weights_hash
+            out = challenge_accuracies(preds[subject.name], labels, len(challenge.CLASS_NAMES))
+            truth[subject.name] = {**out, "only_bg_t_accuracy": out["accuracy"]["only_bg_t"],
+                                   "per_class_only_bg_t_accuracy": out["per_class_accuracy"]["only_bg_t"]}
+            cases.append(self.case(env, subject, probe, targets))
+        return Prepared(tuple(cases), truth, hashes, seed=env.seed)
+
+    def score(self, prepared: Prepared, explanations: Mapping[str, list[Explanation]]) -> Scored:
+        vocab, real = self.vocabulary(), self.real
+        pair_score, pair_gap, hits, subj_score, subj_gap, per_subject = [], [], [], [], [], {}
+        for case in prepared.cases:
+            name, truth = case.subject.name, prepared.ground_truth[case.subject.name]
+            scores, natives = [], []
+            for e in explanations[name]:
+                c = e.target.index
+                gap = truth["per_class_bg_gap"][c]
+                scores.append(vocab.share(e, "background"))
+                natives.append(float("nan") if real else  # the release records no background types
+                               native_hit(concept_shares(vocab, e, world.BACKGROUNDS), NATIVE_BACKGROUND[c]))
+                if not np.isfinite(gap):
+                    continue  # a class with no test image (a `limit` on real data): no ground truth
+                pair_score.append(scores[-1])
+                pair_gap.append(gap)
+                if gap > self.gap_threshold:
+                    hits.append(natives[-1])
+            subj_score.append(float(np.mean(scores)))
+            subj_gap.append(truth["bg_gap"])
+            per_subject[name] = {"background_score": subj_score[-1], "bg_gap": truth["bg_gap"],
+                                 "background_score_per_class": scores,
+                                 "per_class_bg_gap": [truth["per_class_bg_gap"][e.target.index] for e in explanations[name]],
+                                 "names_native_background_per_class": natives,
+                                 "top_words": [e.words(5) for e in explanations[name]]}
+        seed, n_boot = prepared.seed, self.n_bootstrap
+        hits = np.asarray(hits, float)
+        values = [
+            (SPEARMAN_PAIRS, spearman(pair_score, pair_gap),
+             bootstrap_ci(spearman, pair_score, pair_gap, n_resamples=n_boot, seed=seed), len(pair_score)),
+            (NATIVE_PRECISION, nanmean(hits) if len(hits) else float("nan"),
+             bootstrap_ci(nanmean, hits, n_resamples=n_boot, seed=seed), int(np.isfinite(hits).sum())),
+            (SPEARMAN_SUBJECTS, spearman(subj_score, subj_gap),
+             bootstrap_ci(spearman, subj_score, subj_gap, n_resamples=n_boot, seed=seed), len(subj_score)),
+        ]
+        return Scored(tuple(MetricValue.of(m, v, ci, n) for m, v, ci, n in values), per_subject)

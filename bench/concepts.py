@@ -52,7 +52,8 @@ class ConceptVocabulary:
             raise ValueError("concept names must be unique")
         index: dict[str, list[Concept]] = {}
         for concept in self.concepts:
-            for phrase in (concept.name, *concept.synonyms):
+            # a "kind:" prefix of a name (class:round) is a namespace, not a word
+            for phrase in (concept.name.rsplit(":", 1)[-1], *concept.synonyms):
                 for word in content_words(phrase):
                     if concept not in index.setdefault(word, []):
                         index[word].append(concept)

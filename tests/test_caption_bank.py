@@ -103,6 +103,17 @@ def test_bad_banks_are_named(tmp_path):
         bank.search(np.ones((1, 3)), 1)
 
 
+def test_a_dataset_column_is_a_bank(tmp_path):
+    """The Hugging Face path (COCO, CC3M ...), here on a local data folder the same call reads."""
+    folder = tmp_path / "captions"
+    folder.mkdir()
+    (folder / "train.csv").write_text('caption,url\n"a dog on grass",u1\n"lava at night",u2\n"a dog on grass",u3\n')
+    bank = CaptionBank.from_hf_dataset(str(folder), "caption", FakeClip(), split="train")
+    assert bank.captions == ("a dog on grass", "lava at night") and bank.embeddings.shape == (2, 8)
+    with pytest.raises(DataError, match="no column 'text'.*caption"):
+        CaptionBank.from_hf_dataset(str(folder), "text", FakeClip(), split="train")
+
+
 def test_world_bank_mixes_scene_captions_and_distractors():
     captions = world_bank_captions(n_scenes=300, n_distractors=150, seed=0)
     assert captions == world_bank_captions(n_scenes=300, n_distractors=150, seed=0)

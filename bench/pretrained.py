@@ -150,24 +150,10 @@ class PretrainedClassifier(TorchClassifier):
                 return super().forward_layers(x, layers)
         return super().forward_layers(x, layers)
 
-    @torch.no_grad()
     def activations(self, images: np.ndarray, layers: tuple[str, ...] = ("penultimate", "logits"),
                     batch_size: int | None = None, progress: bool = False) -> dict[str, np.ndarray]:
-        """As TorchClassifier.activations (conv maps mean-pooled over space), and token sequences
-        (N, T, D) of a transformer block mean-pooled over tokens, so a ViT unit is one number."""
-        from tqdm.auto import tqdm
-
-        self._check(layers)
-        batch_size = batch_size or self.batch_size
-        parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-        starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc="extract", leave=False, disable=not progress or len(starts) < 5):
-            acts = self.forward_layers(self.preprocess(images[start:start + batch_size]), layers)
-            for layer in layers:
-                a = acts[layer].float()
-                pooled = a.mean(dim=(2, 3)) if a.ndim == 4 else a.mean(dim=1) if a.ndim == 3 else a.flatten(1)
-                parts[layer].append(pooled.cpu().numpy())
-        return {layer: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for layer, v in parts.items()}
+        """TorchClassifier.activations, batched by this model's own batch size unless told otherwise."""
+        return super().activations(images, layers, batch_size or self.batch_size, progress)
 
     def with_module(self, module: nn.Module) -> "PretrainedClassifier":
         """The same layers, preprocessing and device around another module (a fine-tuned copy)."""

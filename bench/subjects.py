@@ -69,7 +69,8 @@ class TorchClassifier:
     @torch.no_grad()
     def activations(self, images: np.ndarray, layers: tuple[str, ...] = ("penultimate", "logits"),
                     batch_size: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
-        """Activations of uint8 NHWC images; conv maps are mean-pooled over space to (N, C)."""
+        """Activations of uint8 NHWC images, pooled to (N, C): conv maps over space, token
+        sequences (N, T, D) of a transformer block over tokens, so a unit is one number."""
         self._check(layers)
         parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
         starts = range(0, len(images), batch_size)
@@ -77,7 +78,8 @@ class TorchClassifier:
             acts = self.forward_layers(self.preprocess(images[start:start + batch_size]), layers)
             for layer in layers:
                 a = acts[layer].float()
-                parts[layer].append((a.mean(dim=(2, 3)) if a.ndim == 4 else a.flatten(1)).cpu().numpy())
+                pooled = a.mean(dim=(2, 3)) if a.ndim == 4 else a.mean(dim=1) if a.ndim == 3 else a.flatten(1)
+                parts[layer].append(pooled.cpu().numpy())
         return {layer: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for layer, v in parts.items()}
 
 

@@ -21,9 +21,11 @@ signature and type hints, so an unknown key or a wrong type is caught here, nami
 dotted key (`run.toml: tasks.waterbirds-spurious.rhos[1]: expected a number, got 'x'`). Nested
 values are checked generically: a dict with a "family" key is a pretrained-model spec
 (bench.pretrained), keys named root/file/checkpoint/*_root/*_file must be existing paths, and
-path/model/*_path values that look local must exist (see `looks_local`). Relative paths are taken
-from the working directory, as the command-line flags are. `fexbench run` with no config runs
-`default_config()`; `datasets/configs/default.toml` spells the same run out.
+path/model/pretrained/*_path values that look local must exist (see `looks_local`; so a checkpoint
+file in `[resources.clip] pretrained = "..."` is checked, a tag such as "laion2b_s34b_b79k" is
+not). Relative paths are taken from the working directory, as the command-line flags are.
+`fexbench run` with no config runs `default_config()`; `datasets/configs/default.toml` spells the
+same run out.
 """
 from __future__ import annotations
 
@@ -443,7 +445,7 @@ def _hint_text(hint: Any) -> str:
 
 
 ALWAYS_LOCAL = ("root", "file", "checkpoint")  # and *_root, *_file
-MAYBE_LOCAL = ("path", "model")  # and *_path: a hub name or a local path
+MAYBE_LOCAL = ("path", "model", "pretrained")  # and *_path: a hub name / tag or a local path
 
 
 def _check_nested(value: Any, key: str, where: _Where, name: str) -> None:

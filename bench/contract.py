@@ -132,6 +132,12 @@ class Explainer(abc.ABC):
         """The constructor arguments, recorded with every result (sklearn's get_params, in short)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def resource_names(self) -> tuple[str, ...]:
+        """The shared resources (context.resources) this configuration reads. Their content
+        identities (weights or content hashes) enter the job key, so results computed with an
+        older CLIP or captioner are never resumed as if they were current."""
+        return ()
+
 
 @dataclass(frozen=True)
 class Case:

@@ -86,8 +86,37 @@ def check_explanations(explainer: str, case: Case, explanations: Any) -> list[Ex
     return list(explanations)
 
 
-def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int) -> tuple[dict, float, float]:
-    """Run one explainer over every case: a fresh instance per subject, fit then explain."""
+class UsedResources(Mapping[str, Any]):
+    """A view of the shared resources that notes which ones an explainer read (name -> object)."""
+
+    def __init__(self, resources: Mapping[str, Any], used: dict[str, Any]):
+        self._resources, self.used = resources, used
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._resources[name]
+        self.used[name] = value
+        return value
+
+    def __iter__(self):
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+
+def resource_identity(resource: Any) -> str | None:
+    """What names a built resource's content: its weights hash (CLIP, captioner) or content hash (caption bank)."""
+    for attr in ("weights_hash", "content_hash"):
+        value = getattr(resource, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int,
+                  used: dict[str, Any] | None = None) -> tuple[dict, float, float]:
+    """Run one explainer over every case: a fresh instance per subject, fit then explain.
+    `used`, when given, collects the shared resources the explainer read (name -> object)."""
     explanations, fit_s, explain_s = {}, 0.0, 0.0
     for case in prepared.cases:
         explainer = factory()
@@ -95,6 +124,8 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
         if explainer.is_oracle:
             context = dataclasses.replace(context, attributes=case.oracle_attributes)
         context = dataclasses.replace(context, seed=seed)
+        if used is not None:
+            context = dataclasses.replace(context, resources=UsedResources(context.resources, used))
         t0 = time.perf_counter()
         explainer = explainer.fit(case.subject, context) or explainer
         t1 = time.perf_counter()
@@ -108,10 +139,19 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
 def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
             factory: Callable[[], Explainer], env: Environment, resume: bool = True) -> JobResult:
     probe = factory()
+    path = result_path(env.out_dir, task_name, explainer_name)
+    start = time.perf_counter()  # a resource's first build (e.g. training the embedded CLIP) counts
+    try:
+        identities = {n: resource_identity(env.resources[n]) for n in probe.resource_names()}
+    except Exception as exc:  # a resource that cannot be built fails this job only
+        identities = {}
+        resource_error = exc
+    else:
+        resource_error = None
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
                        "explainer_config": probe.config(), "seed": env.seed, "hashes": dict(prepared.hashes),
-                       "resources": {k: dict(v) for k, v in env.resource_configs.items()}}, 24)
-    path = result_path(env.out_dir, task_name, explainer_name)
+                       "resources": {k: dict(v) for k, v in env.resource_configs.items()},
+                       "resource_identities": identities}, 24)
     if resume and path.exists():
         try:
             old = read_result(path)
@@ -122,11 +162,17 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
                   config={"task": task.config(), "explainer": probe.config()}, hashes=dict(prepared.hashes),
                   ground_truth=dict(prepared.ground_truth))
-    start = time.perf_counter()
     with PeakMemory() as mem:
         try:
-            explanations, fit_s, explain_s = explain_cases(factory, prepared, env.seed)
+            if resource_error is not None:
+                raise resource_error
+            used: dict[str, Any] = {}
+            explanations, fit_s, explain_s = explain_cases(factory, prepared, env.seed, used)
             scored = task.score(prepared, explanations)
+            # the resources this explainer read: their options (paths, names) and content identities
+            common["config"]["resources"] = {n: dict(env.resource_configs.get(n, {})) for n in sorted(used)}
+            common["hashes"].update({f"resource:{n}": resource_identity(used[n]) for n in sorted(used)
+                                     if resource_identity(used[n])})
             result = JobResult(status="ok", metrics=tuple(scored.metrics), per_subject=dict(scored.per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, **common)
         except Exception as exc:  # one failing job never sinks the others

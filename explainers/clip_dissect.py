@@ -106,6 +106,9 @@ class ClipDissectExplainer(Explainer):
         self.clip_model = clip_model
         self.clip_pretrained = clip_pretrained
 
+    def resource_names(self) -> tuple[str, ...]:
+        return ("clip",) if self.clip_model == "resource" or self.clip_model.startswith("embedded") else ()
+
     def fit(self, subject: Subject, context: Context) -> "ClipDissectExplainer":
         words = read_word_list(self.concepts) if self.concepts else tuple(dict.fromkeys(context.vocabulary))
         if not words:

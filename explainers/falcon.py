@@ -50,6 +50,9 @@ Choices where the paper and code say nothing or do not fit fexbench (also in the
   (`low_min_similarity=None`) and available as a parameter.
 - Largest box: the largest-area bounding box of a connected component of the binarised map
   (scipy.ndimage), in place of the code's approximate island boxing.
+- A subject without a convolutional layer (a ViT: `conv_layer` None) has no spatial map for
+  Grad-CAM: its high images are captioned whole (resized to the CLIP's input size), and the
+  evidence says so. Everything else is unchanged.
 """
 from __future__ import annotations
 
@@ -165,6 +168,10 @@ class FalconExplainer(Explainer):
         self.clip_pretrained = clip_pretrained
         self.caption_bank = caption_bank
 
+    def resource_names(self) -> tuple[str, ...]:
+        uses_clip = self.clip_model == "resource" or self.clip_model.startswith("embedded")
+        return (("clip",) if uses_clip else ()) + (("caption-bank",) if self.caption_bank == "resource" else ())
+
     # -- fit: representations, thresholds, groups, CLIP and bank ---------------------------------
     def fit(self, subject: Subject, context: Context) -> "FalconExplainer":
         probe = context.probe
@@ -270,7 +277,11 @@ class FalconExplainer(Explainer):
             w = unit.direction if unit.direction is not None else np.bincount(unit.features, minlength=n_features)
             rows.append(np.repeat(np.asarray(w, dtype=np.float32)[None], len(high), axis=0))
         index = np.concatenate([h for h, _ in highs])
-        cams = grad_cam(subject.model, probe.images[index], np.concatenate(rows), probe.layer)
+        whole = getattr(subject.model, "conv_layer", None) is None  # a ViT: no map to crop by
+        if whole:
+            cams = np.ones((len(index), *probe.images.shape[1:3]), np.float32)  # the largest box is the image
+        else:
+            cams = grad_cam(subject.model, probe.images[index], np.concatenate(rows), probe.layer)
         crops, _ = cam_crops(probe.images[index], cams, self.cam_threshold, self._clip.image_size)
         crop_emb = self._clip.encode_images(crops)
         lows = [self._low_images(u, h) for u, (h, _) in zip(units, highs)]
@@ -284,7 +295,8 @@ class FalconExplainer(Explainer):
             low_words = word_scores(caps[at_low:at_low + len(low)], probs[at_low:at_low + len(low)]) if len(low) else {}
             words = contrast(high_words, low_words, self.low_word_threshold, self.top_words)
             example = caps[at][0] if len(high) else ""
-            evidence = (f"{unit.label}: {len(high)} high images{' (topped up)' if topped_up else ''}, {len(low)} low, "
+            evidence = (f"{unit.label}: {len(high)} high images{' (topped up)' if topped_up else ''}"
+                        f"{' (whole, no conv layer to crop by)' if whole else ''}, {len(low)} low, "
                         f"mean crop cosine {mean_cos:.2f}, weight {unit.weight:.3g}; words "
                         + ", ".join(f"{w} {v:.2f}" for w, v in words[:5]) + f"; e.g. caption {example!r}")
             out.append({"unit": unit, "words": words, "interpretable": mean_cos > self.interpretability_threshold,

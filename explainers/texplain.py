@@ -123,6 +123,9 @@ class TExplain(Explainer):
         self._key = ""
         self._fit_report: dict[str, Any] = {}
 
+    def resource_names(self) -> tuple[str, ...]:
+        return ("captioner",) if self.captioner is None else ()
+
     @property
     def fit_report(self) -> dict[str, Any]:
         """What the last fit did: cached or trained, its cache key, losses and times."""
@@ -258,7 +261,14 @@ class TExplain(Explainer):
 
 
 class TExplainContrast(TExplain):
-    """TExplain with the decoder's prior removed: target frequencies minus a reference's, positive part."""
+    """TExplain with the decoder's prior removed: target frequencies minus a reference's, positive part.
+
+    Reference "others" for class targets that split the probe set (every class a target, each
+    with the images predicted as it) is the image-weighted mixture of the other classes' own
+    sentences: sentences are spread evenly over images, so that mixture has the word distribution
+    of sentences sampled for the union of their images, with no second round of sampling. Any
+    other case samples sentences for the reference images.
+    """
 
     name = "texplain-contrast"
     description = "TExplain minus the decoder's prior: word frequencies of the target minus a reference's, clipped at 0"
@@ -268,16 +278,39 @@ class TExplainContrast(TExplain):
             raise ValueError(f"reference must be 'others' or 'all', not {reference!r}")
         super().__init__(**kwargs)
         self.reference = reference
+        self._class_counts: dict[str, tuple[int, Counter]] | None = None
+
+    def _explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
+        self._class_counts = None
+        if self.reference == "others" and targets and all(t.kind == "class" for t in targets):
+            sets = [self.target_images(t, context) for t in targets]
+            if sum(map(len, sets)) == len(np.unique(np.concatenate(sets))) == len(context.probe.features):
+                features = self._features(subject, context)
+                self._class_counts = {}
+                for target, images in zip(targets, sets):
+                    texts, _ = self.sentences(features, images, context)
+                    counts = Counter(w for text in texts for w in content_words(text))
+                    self._class_counts[target.key] = len(images), Counter(
+                        {w: c / max(1, len(texts)) for w, c in counts.items()})
+        return super()._explain(subject, targets, context)
 
     def _weights(self, target: Target, images: np.ndarray, freq: dict[str, float], subject: Subject,
                  context: Context, features: np.ndarray) -> dict[str, float]:
-        n = len(context.probe.features)
-        reference = np.arange(n)
-        if self.reference == "others":
-            others = np.setdiff1d(reference, images)
-            reference = others if len(others) else reference
-        texts, _ = self.sentences(features, reference, context)
-        ref = word_frequencies(texts)
+        if self._class_counts is not None and len(self._class_counts) > 1:
+            mixture: Counter = Counter()
+            for key, (n_images, per_sentence) in self._class_counts.items():
+                if key != target.key:
+                    for w, c in per_sentence.items():
+                        mixture[w] += n_images * c
+            total = sum(mixture.values())
+            ref = {w: c / total for w, c in mixture.items()} if total else {}
+        else:
+            n = len(context.probe.features)
+            reference = np.arange(n)
+            if self.reference == "others":
+                others = np.setdiff1d(reference, images)
+                reference = others if len(others) else reference
+            ref = word_frequencies(self.sentences(features, reference, context)[0])
         return {w: f - ref.get(w, 0.0) for w, f in freq.items() if f > ref.get(w, 0.0)}
 
 

@@ -94,3 +94,29 @@ def test_resolve_clip_refuses_a_different_embedded_model():
     assert resolve_clip("resource", None, Ctx()) is Ctx.resources["clip"]
     with pytest.raises(ValueError, match="other"):
         resolve_clip(embedded_clip_id(), None, Ctx())
+
+
+def test_attribute_positives_and_the_multi_positive_loss():
+    """A caption's positives are the images showing everything it names; with one positive per row
+    the loss is CLIP's own cross-entropy."""
+    import torch
+
+    from bench.clip_model import _clip_loss, positives
+
+    # (shape, colour, background) of three images; caption 0 names all three, 1 the shape, 2 the place
+    attributes = np.array([[8, 0, 4], [8, 1, 2], [3, 0, 4]])
+    names = np.array([[True, True, True], [True, False, False], [False, False, True]])
+    expected = np.array([[1, 0, 0],    # "a red heart on sand": image 0 only
+                         [1, 1, 0],    # "a heart": both hearts
+                         [1, 0, 1]])   # "sand": both sand images
+    assert (positives(attributes, names).numpy() == expected.astype(bool)).all()
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)  # 3 captions + 2 distractors
+    scale = torch.tensor(10.0)
+    clip_own = (torch.nn.functional.cross_entropy(scale * img @ txt.T, torch.arange(3))
+                + torch.nn.functional.cross_entropy(scale * txt[:3] @ img.T, torch.arange(3))) / 2
+    assert torch.allclose(_clip_loss(img, txt, scale), clip_own)
+    # spreading the targets over positives changes the loss
+    assert not torch.allclose(_clip_loss(img, txt, scale, positives(attributes, names)), clip_own)

@@ -29,7 +29,7 @@ class ToyTask(Task):
         ToyTask.prepared_count += 1
         probe = Probe(np.zeros((4, 2, 2, 3), np.uint8), np.eye(4, 3, dtype=np.float32),
                       np.eye(4, 2, dtype=np.float32), "penultimate", ("a", "b", "c", "d"))
-        ctx = Context(probe, vocabulary=("yes", "no"), cache_dir=env.cache_dir)
+        ctx = Context(probe, vocabulary=("yes", "no"), resources=env.resources, cache_dir=env.cache_dir)
         cases = tuple(Case(Subject(f"s{i}", None, ("x", "y"), f"w{i}"), ctx,
                            (Target("class", 0, "x"), Target("class", 1, "y")),
                            oracle_attributes={"truth": ("yes",) * 4}) for i in range(self.n_subjects))
@@ -170,3 +170,45 @@ def test_leaderboard_overview_has_a_headline_column_per_task(tmp_path, toy_regis
     assert any(l.startswith("crashes") and "error" in l for l in lines)
     md = markdown(results)
     assert "## toy" in md and "| yes" in md and "1.00 [0.00, 1.00]" in md
+
+
+class FakeModel:
+    """A stand-in for a shared model: only its weights hash matters to the runner."""
+
+    def __init__(self, weights_hash):
+        self.weights_hash = weights_hash
+
+
+class UsesModel(Explainer):
+    name = "uses-model"
+
+    def resource_names(self):
+        return ("toy-model",)
+
+    def explain(self, subject, targets, context):
+        context.resources["toy-model"]
+        return [Explanation.from_weights(t, {"yes": 1.0}) for t in targets]
+
+
+def test_a_retrained_resource_is_never_resumed_as_current(tmp_path, toy_registry):
+    """Same configs, new weights behind the shared resource: the job key changes and the job reruns;
+    the result records the identity of the resource it used."""
+    from bench.resources import register_resource, resources
+
+    weights = {"hash": "w-old"}
+    register_resource("toy-model", lambda env: FakeModel(weights["hash"]))
+    registry.register_explainer("uses-model", UsesModel)
+    try:
+        first = run(["toy"], ["uses-model"], Environment(tmp_path / "c", tmp_path / "out", progress=False),
+                    log=lambda s: None)[0]
+        again = run(["toy"], ["uses-model"], Environment(tmp_path / "c", tmp_path / "out", progress=False),
+                    log=lambda s: None)[0]
+        weights["hash"] = "w-new"
+        retrained = run(["toy"], ["uses-model"], Environment(tmp_path / "c", tmp_path / "out", progress=False),
+                        log=lambda s: None)[0]
+    finally:
+        resources.unregister("toy-model")
+        registry.explainers.unregister("uses-model")
+    assert first.status == "ok" and first.hashes["resource:toy-model"] == "w-old"
+    assert again.created == first.created and again.job_key == first.job_key
+    assert retrained.job_key != first.job_key and retrained.hashes["resource:toy-model"] == "w-new"

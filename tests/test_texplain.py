@@ -144,6 +144,46 @@ def test_contrast_subtracts_the_reference_and_keeps_weights_non_negative(setup):
         TExplainContrast(reference="nothing")
 
 
+def test_contrast_reference_of_a_class_is_the_image_weighted_mix_of_the_other_classes(setup, monkeypatch):
+    """Three classes that split the probe: no sentences are sampled for the reference; it is the
+    other classes' per-sentence word counts, weighted by their image counts."""
+    from collections import Counter
+
+    from bench.concepts import content_words
+
+    cap, subject, context = setup
+    n = len(context.probe.features)
+    logits = np.zeros((n, 3), np.float32)
+    logits[np.arange(n), np.arange(n) % 3] = 1.0
+    logits[:5] = [0, 0, 1]  # unequal class sizes, so the weighting matters
+    probe = dataclasses.replace(context.probe, logits=logits)
+    ctx = dataclasses.replace(context, probe=probe)
+    targets = [Target("class", c, f"c{c}") for c in range(3)]
+    calls = []
+    real_sample = cap.sample
+    monkeypatch.setattr(cap, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
+    explainer = TExplainContrast(**FAST).fit(subject, ctx)
+    out = explainer.explain(subject, targets, ctx)
+    assert len(calls) <= 3  # one round per class, none for the references
+    features = ctx.probe.features
+    per_class = []
+    for t in targets:
+        images = np.flatnonzero(probe.predictions == t.index)
+        texts, _ = explainer.sentences(features, images, ctx)
+        counts = Counter(w for text in texts for w in content_words(text))
+        per_class.append((len(images), {w: c / len(texts) for w, c in counts.items()}, word_frequencies(texts)))
+    assert len({n_images for n_images, _, _ in per_class}) > 1
+    for c, exp in enumerate(out):
+        mix = Counter()
+        for k, (n_images, per_sentence, _) in enumerate(per_class):
+            if k != c:
+                for w, v in per_sentence.items():
+                    mix[w] += n_images * v
+        total = sum(mix.values())
+        expected = {w: f - mix[w] / total for w, f in per_class[c][2].items() if f > mix[w] / total}
+        assert exp.weights == pytest.approx(expected)
+
+
 def test_a_fit_data_file_without_captions_is_named(setup, tmp_path):
     from bench.data import DataError, save_imageset
     cap, subject, context = setup

@@ -46,9 +46,10 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run a block with n intra-op torch threads (None: unchanged), then restore the setting.
 
-    The captioner's matrices are tiny (64 wide): on the shared 2-core machine, under load, two
-    threads made translator training 8x and batched sampling 20x slower than one (threads
-    spinning at barriers while the other is descheduled); one thread never lost much.
+    The default (None) uses torch's threads: on an idle 2-core machine two threads sample 1.4x
+    faster than one. Set 1 on a machine shared with other jobs: there, with these tiny (64-wide)
+    matrices, two threads made translator training 8x and batched sampling 20x slower than one
+    (threads spinning at barriers while the other is descheduled).
     """
     if not n:
         yield
@@ -203,11 +204,15 @@ class Captioner:
 
     def loss(self, memory: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Captioning cross-entropy of the tokens after [BOS], given memory tokens (gradients flow to memory)."""
+        attention = mask.long()  # right padding: causal attention never reads it; the mask says so
         if self.mode == "cross":
-            logits = self.decoder(input_ids=ids, encoder_hidden_states=memory, use_cache=False).logits
+            logits = self.decoder(input_ids=ids, attention_mask=attention, encoder_hidden_states=memory,
+                                  use_cache=False).logits
         else:
             embeds = torch.cat([memory, self.decoder.get_input_embeddings()(ids)], dim=1)
-            logits = self.decoder(inputs_embeds=embeds, use_cache=False).logits[:, memory.shape[1]:]
+            attention = torch.cat([torch.ones(memory.shape[:2], dtype=torch.long, device=ids.device), attention], 1)
+            logits = self.decoder(inputs_embeds=embeds, attention_mask=attention,
+                                  use_cache=False).logits[:, memory.shape[1]:]
         logits, target, keep = logits[:, :-1], ids[:, 1:], mask[:, 1:]
         return nn.functional.cross_entropy(logits[keep], target[keep])
 
@@ -456,7 +461,7 @@ def caption_quality(cap: Captioner, n: int, seed: int, image_size: int = 32, top
 
 
 def embedded_captioner(cache_dir: str | Path, config: CaptionerConfig = CaptionerConfig(),
-                       progress: bool = False, threads: int | None = 1) -> Captioner:
+                       progress: bool = False, threads: int | None = None) -> Captioner:
     """The embedded captioner: loaded from <cache>/captioner/<hash>/ or trained, saved and reloaded."""
     key = stable_hash({"captioner": "gpt2-cross+cnn/v1", "config": asdict(config), "world": world.VERSION}, 24)
     folder = Path(cache_dir) / "captioner" / key
@@ -504,7 +509,7 @@ def sampling_benchmark(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--cache-dir", default=".fexbench-cache")
     parser.add_argument("--captioner", default=None, help="a captioner folder or name (default: the embedded one)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, as TExplain uses (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, as TExplain uses)")
     args = parser.parse_args(list(argv or []))
     with torch_threads(args.threads):
         return _sampling_benchmark(args)

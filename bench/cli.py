@@ -38,6 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in explainers:
         registry.explainers.get(name)
     env = config.environment()
+    if not env.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # shard save/load bars of the captioner
     results = run(tasks, explainers, env, task_configs=config.task_configs(),
                   explainer_configs=config.explainer_configs(), resume=config.run.resume)
     for task, table in tables(results).items():

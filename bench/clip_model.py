@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -260,7 +260,7 @@ class EmbeddedClipConfig:
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     partial_caption_p: float = 0.6
-    partial_kinds: tuple[float, float, float] = (0.2, 0.6, 0.2)  # P(place / shape / colour+shape)
+    partial_kinds: tuple[float, ...] = (0.15, 0.55, 0.15, 0.15)  # P(place / shape / colour+shape / colour)
     negatives_per_batch: int = 64
     positives: str = "attributes"                 # or "pair": CLIP's own targets, the caption's image only
     seed: int = 0
@@ -365,12 +365,13 @@ def training_pairs(config: EmbeddedClipConfig) -> TrainingPairs:
 
 
 def _partial_captions(scenes: world.Scenes, rng: np.random.Generator,
-                      kinds: Sequence[float] = (1 / 3, 1 / 3, 1 / 3)) -> tuple[list[str], np.ndarray]:
-    """Captions naming the place, the shape, or colour and shape (drawn with probabilities `kinds`),
-    and (N, 3) flags: names shape, colour, background."""
+                      kinds: Sequence[float] = (0.25, 0.25, 0.25, 0.25)) -> tuple[list[str], np.ndarray]:
+    """Captions naming only the place, the shape, colour and shape, or the colour ("lava", "a heart",
+    "a red heart", "red"; drawn with probabilities `kinds`), and (N, 3) flags: names shape,
+    colour, background."""
     out = []
     p = np.asarray(kinds, dtype=float)
-    kind, form = rng.choice(3, size=len(scenes), p=p / p.sum()), rng.random(len(scenes))
+    kind, form = rng.choice(4, size=len(scenes), p=p / p.sum()), rng.random(len(scenes))
     for i in range(len(scenes)):
         shape = world.SYNONYMS[world.SHAPES[scenes.shape[i]]]
         place = world.SYNONYMS[world.BACKGROUNDS[scenes.background[i]]]
@@ -379,9 +380,11 @@ def _partial_captions(scenes: world.Scenes, rng: np.random.Generator,
             out.append(place[int(form[i] * len(place))])
         elif kind[i] == 1:
             out.append(f"a {shape[int(form[i] * len(shape))]}")
-        else:
+        elif kind[i] == 2:
             out.append(f"a {colour} {shape[int(form[i] * len(shape))]}")
-    names = np.stack([kind != 0, kind == 2, kind == 0], axis=1)
+        else:
+            out.append(colour)
+    names = np.stack([(kind == 1) | (kind == 2), kind >= 2, kind == 0], axis=1)
     return out, names
 
 
@@ -433,7 +436,8 @@ def train_embedded_clip(config: EmbeddedClipConfig, cache_dir: str | Path, progr
 
     name = register_config(config, cache_dir)
     torch.manual_seed(config.seed)
-    model = open_clip.create_model(name, pretrained=None).to(memory_format=torch.channels_last)
+    with _without_log_record("No pretrained weights loaded"):  # open_clip's notice; training from scratch is the point
+        model = open_clip.create_model(name, pretrained=None).to(memory_format=torch.channels_last)
     tokenizer = config.tokenizer()
     pairs = training_pairs(config)
     images, caption_sets, attributes = pairs.images, pairs.captions, pairs.attributes()
@@ -454,44 +458,47 @@ def train_embedded_clip(config: EmbeddedClipConfig, cache_dir: str | Path, progr
     gen = torch.Generator().manual_seed(config.seed)
     model.train()
     start, cpu = time.perf_counter(), time.process_time()
-    with _threads(1):  # tiny matrices: a second OpenMP thread cost 2-9x when the 2 cores are shared
-        for epoch, captions in enumerate(caption_sets):
-            tokens = tokenizer(captions)
-            order = torch.randperm(len(x_all), generator=gen)
-            for idx in (order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)):
-                if len(idx) < 2:
-                    continue
-                neg_idx = torch.randint(0, len(negatives), (config.negatives_per_batch,), generator=gen)
-                img = model.encode_image(x_all[idx], normalize=True)
-                txt = model.encode_text(torch.cat([tokens[idx], negatives[neg_idx]]), normalize=True)
-                targets = (positives(attributes[idx.numpy()], pairs.names[epoch][idx.numpy()])
-                           if config.positives == "attributes" else None)
-                loss = _clip_loss(img, txt, model.logit_scale.exp(), targets)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
-            if log:
-                log(f"clip epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f} "
-                    f"wall {time.perf_counter() - start:.0f}s cpu {time.process_time() - cpu:.0f}s")
-            if on_epoch:
-                model.eval()
-                on_epoch(model, epoch + 1)
-                model.train()
+    for epoch, captions in enumerate(caption_sets):
+        tokens = tokenizer(captions)
+        order = torch.randperm(len(x_all), generator=gen)
+        for idx in (order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)):
+            if len(idx) < 2:
+                continue
+            neg_idx = torch.randint(0, len(negatives), (config.negatives_per_batch,), generator=gen)
+            img = model.encode_image(x_all[idx], normalize=True)
+            txt = model.encode_text(torch.cat([tokens[idx], negatives[neg_idx]]), normalize=True)
+            targets = (positives(attributes[idx.numpy()], pairs.names[epoch][idx.numpy()])
+                       if config.positives == "attributes" else None)
+            loss = _clip_loss(img, txt, model.logit_scale.exp(), targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+        if log:
+            log(f"clip epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f} "
+                f"wall {time.perf_counter() - start:.0f}s cpu {time.process_time() - cpu:.0f}s")
+        if on_epoch:
+            model.eval()
+            on_epoch(model, epoch + 1)
+            model.train()
     model.eval()
     return model
 
 
-@contextmanager
-def _threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+class _without_log_record:
+    """Drop log records containing `text` from the root logger while the block runs."""
+
+    def __init__(self, text: str):
+        self.filter = logging.Filter()
+        self.filter.filter = lambda record: text not in record.getMessage()  # type: ignore[method-assign]
+
+    def __enter__(self) -> None:
+        logging.getLogger().addFilter(self.filter)
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger().removeFilter(self.filter)
 
 
 # ---------------------------------------------------------------- zero-shot evaluation

@@ -110,7 +110,7 @@ class TExplain(Explainer):
                  hidden: int = 256, n_tokens: int | None = None, fit_data: str = "world", n_fit: int = 3000,
                  fit_epochs: int = 3, fit_batch_size: int = 256, fit_lr: float = 1e-2,
                  unit_top_fraction: float = 0.1, n_evidence: int = 12, top_k: int | None = None,
-                 torch_threads: int | None = 1):
+                 torch_threads: int | None = None):
         self.captioner, self.layer, self.n_sentences = captioner, layer, n_sentences
         self.top_p, self.temperature, self.max_tokens, self.batch_size = top_p, temperature, max_tokens, batch_size
         self.hidden, self.n_tokens, self.fit_data, self.n_fit = hidden, n_tokens, fit_data, n_fit

@@ -257,7 +257,9 @@ class Captioner:
                 if warp is not None:
                     logits = warp(ids, logits)
                 nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
-                nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+                # a finished row repeats its end token (decode stops at the first); never a pad, which
+                # transformers would take for unmasked padding
+                nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
                 done |= nxt == self.eos_id
                 ids = torch.cat([ids, nxt[:, None]], dim=1)
                 step_ids = nxt[:, None]

@@ -263,11 +263,15 @@ class TExplain(Explainer):
 class TExplainContrast(TExplain):
     """TExplain with the decoder's prior removed: target frequencies minus a reference's, positive part.
 
-    Reference "others" for class targets that split the probe set (every class a target, each
-    with the images predicted as it) is the image-weighted mixture of the other classes' own
-    sentences: sentences are spread evenly over images, so that mixture has the word distribution
-    of sentences sampled for the union of their images, with no second round of sampling. Any
-    other case samples sentences for the reference images.
+    reference "others" (default): for a class target, the probe images predicted as the other
+    classes; the images predicted as each class split the probe set into cells, so when every
+    predicted class is a target the reference is the image-weighted mixture of the other cells'
+    own sentences (per-sentence word counts weighted by image counts): sentences are spread
+    evenly over images, so the mixture has the word distribution of sentences sampled for the
+    union, with no second round of sampling. A class no image is predicted as (its images are
+    its top-margin fraction) gets the mixture of all cells. A unit or direction target, whose
+    images are a top fraction of the probe set, gets the whole probe set, sampled once per
+    subject. reference "all": the whole probe set for every target.
     """
 
     name = "texplain-contrast"
@@ -278,39 +282,40 @@ class TExplainContrast(TExplain):
             raise ValueError(f"reference must be 'others' or 'all', not {reference!r}")
         super().__init__(**kwargs)
         self.reference = reference
-        self._class_counts: dict[str, tuple[int, Counter]] | None = None
+        self._cells: dict[int, tuple[int, Counter]] | None = None
 
     def _explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
-        self._class_counts = None
-        if self.reference == "others" and targets and all(t.kind == "class" for t in targets):
-            sets = [self.target_images(t, context) for t in targets]
-            if sum(map(len, sets)) == len(np.unique(np.concatenate(sets))) == len(context.probe.features):
-                features = self._features(subject, context)
-                self._class_counts = {}
-                for target, images in zip(targets, sets):
-                    texts, _ = self.sentences(features, images, context)
-                    counts = Counter(w for text in texts for w in content_words(text))
-                    self._class_counts[target.key] = len(images), Counter(
-                        {w: c / max(1, len(texts)) for w, c in counts.items()})
+        self._cells = None
+        predicted = context.probe.predictions
+        classes = {t.index for t in targets if t.kind == "class"}
+        if self.reference == "others" and classes and set(np.unique(predicted).tolist()) <= classes:
+            features = self._features(subject, context)
+            self._cells = {}
+            for c in np.unique(predicted).tolist():
+                texts, _ = self.sentences(features, np.flatnonzero(predicted == c), context)
+                counts = Counter(w for text in texts for w in content_words(text))
+                self._cells[c] = int((predicted == c).sum()), Counter({w: n / max(1, len(texts)) for w, n in counts.items()})
         return super()._explain(subject, targets, context)
+
+    def _reference(self, target: Target, images: np.ndarray, context: Context, features: np.ndarray) -> dict[str, float]:
+        if self._cells is not None and target.kind == "class":
+            keys = [c for c in self._cells if c != target.index] or list(self._cells)
+            mixture: Counter = Counter()
+            for c in keys:
+                n_images, per_sentence = self._cells[c]
+                for w, v in per_sentence.items():
+                    mixture[w] += n_images * v
+            total = sum(mixture.values())
+            return {w: v / total for w, v in mixture.items()} if total else {}
+        reference = np.arange(len(context.probe.features))
+        if self.reference == "others" and target.kind == "class":
+            others = np.setdiff1d(reference, images)
+            reference = others if len(others) else reference
+        return word_frequencies(self.sentences(features, reference, context)[0])
 
     def _weights(self, target: Target, images: np.ndarray, freq: dict[str, float], subject: Subject,
                  context: Context, features: np.ndarray) -> dict[str, float]:
-        if self._class_counts is not None and len(self._class_counts) > 1:
-            mixture: Counter = Counter()
-            for key, (n_images, per_sentence) in self._class_counts.items():
-                if key != target.key:
-                    for w, c in per_sentence.items():
-                        mixture[w] += n_images * c
-            total = sum(mixture.values())
-            ref = {w: c / total for w, c in mixture.items()} if total else {}
-        else:
-            n = len(context.probe.features)
-            reference = np.arange(n)
-            if self.reference == "others":
-                others = np.setdiff1d(reference, images)
-                reference = others if len(others) else reference
-            ref = word_frequencies(self.sentences(features, reference, context)[0])
+        ref = self._reference(target, images, context, features)
         return {w: f - ref.get(w, 0.0) for w, f in freq.items() if f > ref.get(w, 0.0)}
 
 

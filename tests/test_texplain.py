@@ -145,42 +145,44 @@ def test_contrast_subtracts_the_reference_and_keeps_weights_non_negative(setup):
 
 
 def test_contrast_reference_of_a_class_is_the_image_weighted_mix_of_the_other_classes(setup, monkeypatch):
-    """Three classes that split the probe: no sentences are sampled for the reference; it is the
-    other classes' per-sentence word counts, weighted by their image counts."""
+    """Three classes split the probe, a fourth is never predicted: no sentences are sampled for the
+    references. A predicted class's reference is the other classes' per-sentence word counts,
+    weighted by their image counts; the never-predicted class's is the mix of all three."""
     from collections import Counter
 
     from bench.concepts import content_words
 
     cap, subject, context = setup
     n = len(context.probe.features)
-    logits = np.zeros((n, 3), np.float32)
+    logits = np.zeros((n, 4), np.float32)
     logits[np.arange(n), np.arange(n) % 3] = 1.0
-    logits[:5] = [0, 0, 1]  # unequal class sizes, so the weighting matters
+    logits[:5] = [0, 0, 1, 0]  # unequal class sizes, so the weighting matters
     probe = dataclasses.replace(context.probe, logits=logits)
     ctx = dataclasses.replace(context, probe=probe)
-    targets = [Target("class", c, f"c{c}") for c in range(3)]
+    targets = [Target("class", c, f"c{c}") for c in range(4)]
     calls = []
     real_sample = cap.sample
     monkeypatch.setattr(cap, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
     explainer = TExplainContrast(**FAST).fit(subject, ctx)
     out = explainer.explain(subject, targets, ctx)
-    assert len(calls) <= 3  # one round per class, none for the references
+    assert len(calls) <= 4  # one round per class target, none for the references
     features = ctx.probe.features
-    per_class = []
-    for t in targets:
-        images = np.flatnonzero(probe.predictions == t.index)
-        texts, _ = explainer.sentences(features, images, ctx)
+    cells = []
+    for c in range(3):
+        texts, _ = explainer.sentences(features, np.flatnonzero(probe.predictions == c), ctx)
         counts = Counter(w for text in texts for w in content_words(text))
-        per_class.append((len(images), {w: c / len(texts) for w, c in counts.items()}, word_frequencies(texts)))
-    assert len({n_images for n_images, _, _ in per_class}) > 1
+        cells.append((int((probe.predictions == c).sum()), {w: k / len(texts) for w, k in counts.items()}))
+    assert len({n_images for n_images, _ in cells}) > 1
     for c, exp in enumerate(out):
         mix = Counter()
-        for k, (n_images, per_sentence, _) in enumerate(per_class):
+        for k, (n_images, per_sentence) in enumerate(cells):
             if k != c:
                 for w, v in per_sentence.items():
                     mix[w] += n_images * v
         total = sum(mix.values())
-        expected = {w: f - mix[w] / total for w, f in per_class[c][2].items() if f > mix[w] / total}
+        texts, _ = explainer.sentences(features, explainer.target_images(targets[c], ctx), ctx)
+        freq = word_frequencies(texts)
+        expected = {w: f - mix[w] / total for w, f in freq.items() if f > mix[w] / total}
         assert exp.weights == pytest.approx(expected)
 
 

@@ -172,7 +172,7 @@ class ConceptTransfer(Task):
     description = "FALCON-style transfer: explanations of another model's units carried over by a ridge map"
     metrics = (TRANSFER_TOP1, TRANSFER_TOP3, DIRECT_TOP1, DIRECT_TOP3, AGREEMENT)
 
-    def __init__(self, p_native: float = 0.4, source_seed: int = 0, target_seed: int = 1, target_width: int = 24,
+    def __init__(self, p_native: float = 0.5, source_seed: int = 0, target_seed: int = 1, target_width: int = 24,
                  n_units: int = 12, n_directions: int = 12, n_fit: int = 2000, n_test: int = 1000,
                  alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 13)), n_bootstrap: int = 1000,
                  imagenet9: Mapping[str, Any] | None = None):

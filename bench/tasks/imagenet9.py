@@ -116,8 +116,8 @@ class ImageNet9Background(Task):
     description = "background reliance (ImageNet-9 backgrounds challenge): explanations vs measured BG-gaps"
     metrics = (SPEARMAN_PAIRS, NATIVE_PRECISION, SPEARMAN_SUBJECTS)
 
-    def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seeds: tuple[int, ...] = (0,),
-                 n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 8, width: int = 16,
+    def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), seeds: tuple[int, ...] = (0,),
+                 n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 6, width: int = 16,
                  image_size: int = 32, gap_threshold: float = 0.3, n_bootstrap: int = 1000,
                  data: Mapping[str, Any] | None = None, subjects: Sequence[Mapping[str, Any]] | None = None):
         self.p_natives, self.seeds, self.gap_threshold = tuple(p_natives), tuple(seeds), gap_threshold

@@ -65,9 +65,9 @@ class WaterbirdsSpurious(Task):
     description = "spurious-correlation detection: explanations vs counterfactually measured background reliance"
     metrics = (SPEARMAN, AUROC, CORRECT_BG)
 
-    def __init__(self, rhos: tuple[float, ...] = (0.5, 0.9, 0.95, 0.97, 0.99),
+    def __init__(self, rhos: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98),
                  seeds: tuple[int, ...] = (0, 1), n_train: int = 3000, n_probe: int = 800, n_test: int = 1200,
-                 epochs: int = 8, width: int = 16, image_size: int = 32, bias_threshold: float = 0.3,
+                 epochs: int = 6, width: int = 16, image_size: int = 32, bias_threshold: float = 0.3,
                  n_bootstrap: int = 1000, data: Mapping[str, Any] | None = None,
                  subjects: Sequence[Mapping[str, Any]] | None = None):
         self.rhos, self.seeds = tuple(rhos), tuple(seeds)

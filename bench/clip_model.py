@@ -248,14 +248,14 @@ class EmbeddedClipConfig:
     vision_widths: tuple[int, ...] = (16, 32, 64, 128)  # world_cnn
     vision_layers: tuple[int, int, int, int] = (1, 1, 1, 1)  # modified_resnet
     vision_width: int = 16                        # modified_resnet
-    embed_dim: int = 64
+    embed_dim: int = 128
     text_width: int = 64
     text_heads: int = 4
     text_layers: int = 2
     context_length: int = 20
     n_pairs: int = 10000
     epochs: int = 8
-    batch_size: int = 256
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05

@@ -254,7 +254,7 @@ class EmbeddedClipConfig:
     text_layers: int = 2
     context_length: int = 20
     n_pairs: int = 10000
-    epochs: int = 8
+    epochs: int = 9
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

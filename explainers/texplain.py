@@ -31,8 +31,9 @@ Where the paper is silent, fexbench decides (and says so in the README):
   weights are the words' frequencies normalised to sum to 1.
 
 `texplain-contrast` (not in the paper) removes the decoder's prior: from the target's word
-frequencies it subtracts those of sentences sampled for a reference (default: the other probe
-images, i.e. the other classes' predicted images or the non-top images of a unit), clipped at 0.
+frequencies it subtracts those of sentences sampled for a reference (default: for a class, the
+images predicted as the other classes; for a unit or direction, the whole probe set), clipped at
+0; see TExplainContrast.
 A cross-attention captioner has no unconditioned mode unless trained with conditioning dropout
 (BLIP was not), so the reference is always images seen through the same translator.
 """

@@ -53,7 +53,7 @@ def word_weights(explanation: Explanation) -> dict[str, float]:
 def weighted_jaccard(a: Explanation, b: Explanation) -> float:
     """Ruzicka similarity of normalised word weights; NaN when both explanations are empty."""
     p, q = word_weights(a), word_weights(b)
-    words = set(p) | set(q)
+    words = sorted(set(p) | set(q))  # a fixed summation order: the same numbers in every process
     if not words:
         return float("nan")
     return sum(min(p.get(w, 0.0), q.get(w, 0.0)) for w in words) / sum(max(p.get(w, 0.0), q.get(w, 0.0)) for w in words)

@@ -171,8 +171,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
             scored = task.score(prepared, explanations)
             # the resources this explainer read: their options (paths, names) and content identities
             common["config"]["resources"] = {n: dict(env.resource_configs.get(n, {})) for n in sorted(used)}
-            common["hashes"].update({f"resource:{n}": resource_identity(used[n]) for n in sorted(used)
-                                     if resource_identity(used[n])})
+            used_ids = {n: resource_identity(used[n]) for n in sorted(used)}  # a bank hashes its embeddings
+            common["hashes"].update({f"resource:{n}": i for n, i in used_ids.items() if i})
             result = JobResult(status="ok", metrics=tuple(scored.metrics), per_subject=dict(scored.per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, **common)
         except Exception as exc:  # one failing job never sinks the others

@@ -29,6 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # the config (or the embedded default), then explicit flags on top; all checked before any work
     flags = dict(out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=args.device, tasks=args.tasks,
+                 explainer_seeds=args.explainer_seeds,
                  explainers=args.explainers, progress=False if args.quiet else None,
                  resume=False if args.no_resume else None)
     config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
@@ -97,7 +98,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("explainers:")
     for name in registry.explainers.names():
         cls = registry.explainers.get(name)
-        print(f"  {name:24s} {cls.description}{' [oracle]' if cls.is_oracle else ''}")
+        seeds = f" [stochastic: {cls.seeds} seed{'s' if cls.seeds != 1 else ''}]" if cls.stochastic else ""
+        print(f"  {name:24s} {cls.description}{' [oracle]' if cls.is_oracle else ''}{seeds}")
     return 0
 
 
@@ -111,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", help="results folder (default: fexbench-results)")
     p_run.add_argument("--cache-dir", help="cache of worlds, models, features (default: .fexbench-cache)")
     p_run.add_argument("--seed", type=int, help="run seed (default: 0)")
+    p_run.add_argument("--explainer-seeds", type=int, metavar="N",
+                       help="score every stochastic explainer over N seeds (default 0: each explainer's own "
+                            "count, shown by `fexbench list`)")
     p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -113,6 +113,7 @@ class RunSection:
     out: str = "fexbench-results"
     cache_dir: str = ".fexbench-cache"
     seed: int = 0
+    explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
     amp: bool = True  # mixed precision (autocast) on cuda only; never on cpu
     batch_size: int = 64  # batch size for pretrained models' forward passes
@@ -180,7 +181,8 @@ class RunConfig:
         if environment_cls is None:
             from bench.runner import Environment as environment_cls
         values = {"cache_dir": Path(self.run.cache_dir), "out_dir": Path(self.run.out), "seed": self.run.seed,
-                  "device": check_device(self.run.device), "progress": self.run.progress, "amp": self.run.amp,
+                  "explainer_seeds": self.run.explainer_seeds, "device": check_device(self.run.device),
+                  "progress": self.run.progress, "amp": self.run.amp,
                   "batch_size": self.run.batch_size, "workers": self.run.workers,
                   "max_bad_image_fraction": self.run.max_bad_image_fraction,
                   "resource_configs": types.MappingProxyType(self.resource_configs())}
@@ -260,8 +262,8 @@ def _show(value: Any) -> str:
     return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-_RUN_TYPES = {"out": str, "cache_dir": str, "seed": int, "device": str, "amp": bool, "batch_size": int,
-              "workers": int, "max_bad_image_fraction": float, "tasks": "names", "explainers": "names",
+_RUN_TYPES = {"out": str, "cache_dir": str, "seed": int, "explainer_seeds": int, "device": str, "amp": bool,
+              "batch_size": int, "workers": int, "max_bad_image_fraction": float, "tasks": "names", "explainers": "names",
               "resume": bool, "progress": bool}
 
 
@@ -286,8 +288,9 @@ def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> Ru
     for key in ("batch_size",):
         if key in checked and checked[key] < 1:
             raise where.error(f"run.{key}", f"must be at least 1, got {checked[key]}")
-    if "workers" in checked and checked["workers"] < 0:
-        raise where.error("run.workers", f"must be 0 (automatic) or more, got {checked['workers']}")
+    for key in ("workers", "explainer_seeds"):
+        if key in checked and checked[key] < 0:
+            raise where.error(f"run.{key}", f"must be 0 (automatic) or more, got {checked[key]}")
     if "max_bad_image_fraction" in checked and not 0.0 <= checked["max_bad_image_fraction"] < 1.0:
         raise where.error("run.max_bad_image_fraction", f"must be in [0, 1), got {checked['max_bad_image_fraction']}")
     if "device" in checked:

@@ -120,6 +120,11 @@ class Explainer(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     is_oracle: ClassVar[bool] = False
+    # Stochastic: the explanations depend on context.seed. The harness then scores `seeds` explainer
+    # seeds (a run may override it) and reports the mean of the seeds' statistics: one draw of a
+    # noisy method, or of the random control, can land in its tail. Cheap methods can afford many.
+    stochastic: ClassVar[bool] = False
+    seeds: ClassVar[int] = 1
 
     def fit(self, subject: Subject, context: Context) -> "Explainer":
         return self
@@ -180,7 +185,15 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Scored:
-    """Metric values (with CIs) and the per-subject raw numbers behind them."""
+    """Metric values (with CIs) and the per-subject raw numbers behind them. `estimates` (optional,
+    bench.metrics.Estimate) keep each metric's per-unit columns, so that the harness can score a
+    stochastic explainer over several seeds (mean of the seeds' statistics, CI by bootstrap)."""
 
     metrics: tuple[Any, ...]  # MetricValue
     per_subject: Mapping[str, Mapping[str, Any]]
+    estimates: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, estimates: Sequence[Any], per_subject: Mapping[str, Mapping[str, Any]]) -> "Scored":
+        """Scores computed from their estimates (the usual way for a task to build one)."""
+        return cls(tuple(e.value() for e in estimates), per_subject, tuple(estimates))

@@ -21,6 +21,17 @@ def _fmt(value: float, low: float, high: float) -> str:
     return f"{value:.2f}{ci}"
 
 
+def _seeds(result: JobResult) -> str:
+    """How many explainer seeds a row pools, with the spread of its headline metric over them."""
+    n = len(result.explainer_seeds)
+    values = [v for v in (result.metrics[0].seed_values if result.metrics else ()) if math.isfinite(v)]
+    if n > 1 and len(values) > 1:
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return f"{n} (sd {sd:.2f})"
+    return str(n)
+
+
 def _sort_key(result: JobResult) -> tuple:
     if result.status != "ok" or not result.metrics:
         return (1, 0.0, result.explainer)
@@ -44,13 +55,13 @@ def tables(results: Iterable[JobResult], fmt: str = "simple") -> dict[str, str]:
                 if m.name not in arrows:
                     metric_names.append(m.name)
                     arrows[m.name] = "↑" if m.higher_is_better else "↓"
-        headers = ["explainer", *[f"{n} {arrows[n]}" for n in metric_names], "time s", "peak MB", "status"]
+        headers = ["explainer", *[f"{n} {arrows[n]}" for n in metric_names], "seeds", "time s", "peak MB", "status"]
         body = []
         for r in rows:
             values = {m.name: _fmt(m.value, m.ci_low, m.ci_high) for m in r.metrics}
             name = f"{r.explainer} (oracle)" if r.oracle else r.explainer
             status = "ok" if r.status == "ok" else "error: " + (r.error or "").splitlines()[0][:80]
-            body.append([name, *[values.get(n, "") for n in metric_names],
+            body.append([name, *[values.get(n, "") for n in metric_names], _seeds(r),
                          f"{r.fit_time_s + r.explain_time_s:.2f}", f"{r.peak_rss_mb:.0f}", status])
         out[task] = tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
     return out
@@ -80,7 +91,8 @@ def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard") 
     results = list(results)
     parts = [f"# {title}", "",
              "Values are point estimates with bootstrap 95% CIs; ↑ higher is better, ↓ lower is better. "
-             "Oracle rows read ground truth and mark the ceiling.", ""]
+             "Oracle rows read ground truth and mark the ceiling. A stochastic explainer's row is the mean over "
+             "its explainer seeds (`seeds`: how many, and the spread of the first metric over them).", ""]
     parts += ["## Overview (each task's headline metric)", "", overview(results, fmt="github"), ""]
     for task, table in tables(results, fmt="github").items():
         parts += [f"## {task}", "", table, ""]

@@ -3,9 +3,14 @@
 A leaderboard sorts and groups by `higher_is_better`, `value_range` and `category` alone, so no
 metric needs special handling downstream. Statistics are computed over subjects (or other units)
 and their 95% CI comes from a percentile bootstrap over those units.
+
+A stochastic explainer is scored over several explainer seeds: each metric is then the mean of the
+per-seed statistics, and its CI the percentile bootstrap of that mean, the units resampled jointly
+for every seed (an `Estimate` keeps the per-unit columns so the harness can stack them).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -36,11 +41,13 @@ class MetricValue:
     value_range: tuple[float, float]
     category: str
     chance: float | None = None
+    seed_values: tuple[float, ...] = ()  # one value per explainer seed, when more than one was scored
 
     @classmethod
-    def of(cls, metric: Metric, value: float, ci: tuple[float, float], n: int) -> "MetricValue":
+    def of(cls, metric: Metric, value: float, ci: tuple[float, float], n: int,
+           seed_values: Sequence[float] = ()) -> "MetricValue":
         return cls(metric.name, _clean(value), _clean(ci[0]), _clean(ci[1]), n, metric.higher_is_better,
-                   metric.value_range, metric.category, metric.chance)
+                   metric.value_range, metric.category, metric.chance, tuple(_clean(v) for v in seed_values))
 
 
 def _clean(x: float) -> float:
@@ -82,26 +89,105 @@ def nanmean(values, axis: int = -1):
     return float(out) if np.ndim(out) == 0 else out
 
 
+def _seed_columns(columns: Sequence) -> tuple[np.ndarray, ...]:
+    """Columns as (R, n) arrays: a 1-D column is one seed, or is shared by every seed of the others."""
+    data = [np.asarray(c) for c in columns]
+    if any(d.ndim > 2 for d in data):
+        raise ValueError("a metric column is (units,) or (explainer seeds, units)")
+    seeds = max(d.shape[0] if d.ndim == 2 else 1 for d in data)
+    return tuple(np.broadcast_to(d if d.ndim == 2 else d[None, :], (seeds, d.shape[-1])) for d in data)
+
+
+def seed_mean(statistic: Callable[..., float], *columns: Sequence) -> float:
+    """The statistic over the units, averaged over explainer seeds (columns (n,) or (R, n))."""
+    data = _seed_columns(columns)
+    if data[0].shape[-1] == 0:
+        return float("nan")
+    return nanmean(np.atleast_1d(statistic(*data, axis=-1)))
+
+
 def bootstrap_ci(statistic: Callable[..., float], *columns: Sequence, n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap over paired units (rows of `columns`), via scipy.stats.bootstrap.
+    """Percentile bootstrap over paired units (the last axis of `columns`), via scipy.stats.bootstrap.
 
-    `statistic(*columns, axis=-1)` must be batched (numpy-style) like the ones above.
+    `statistic(*columns, axis=-1)` must be batched (numpy-style) like the ones above. A column may
+    be (R, n), one row per explainer seed: every resample then draws the same units for all seeds
+    and the statistic is averaged over seeds, so the interval is that of `seed_mean`.
 
     Resamples in which the statistic is undefined (NaN, e.g. AUROC with one class) are dropped,
     which scipy cannot do itself; we therefore collect the bootstrap distribution it returns.
     """
-    data = tuple(np.asarray(c) for c in columns)
-    if len(data[0]) < 2:
+    data = _seed_columns(columns)
+    if data[0].shape[-1] < 2:
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                              method="percentile", random_state=np.random.default_rng(seed),
+                              axis=-1, method="percentile", random_state=np.random.default_rng(seed),
                               confidence_level=level)
-    dist = np.asarray(res.bootstrap_distribution, float)
+        dist = np.nanmean(np.asarray(res.bootstrap_distribution, float).reshape(len(data[0]), -1), axis=0)
     dist = dist[np.isfinite(dist)]
     if dist.size == 0:
         return float("nan"), float("nan")
     alpha = (1 - level) / 2
     return float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """A metric together with what it is computed from: a batched statistic over paired per-unit
+    columns. A task returns these with its scores so that the harness can pool explainer seeds by
+    stacking the columns. `interval`, when given, replaces the bootstrap (it gets the same columns,
+    (n,) or (R, n)); `count` is the number of units reported (default: all of them)."""
+
+    metric: Metric
+    statistic: Callable[..., float]
+    columns: tuple[np.ndarray, ...]
+    n_resamples: int = 1000
+    seed: int = 0
+    interval: Callable[..., tuple[float, float]] | None = None
+    count: Callable[..., int] | None = None
+
+    def value(self, seed_values: Sequence[float] = ()) -> MetricValue:
+        value = seed_mean(self.statistic, *self.columns)
+        if self.interval is not None:
+            ci = self.interval(*self.columns)
+        else:
+            ci = bootstrap_ci(self.statistic, *self.columns, n_resamples=self.n_resamples, seed=self.seed)
+        n = self.count(*self.columns) if self.count is not None else int(np.shape(self.columns[0])[-1])
+        return MetricValue.of(self.metric, value, ci, n, seed_values)
+
+    @classmethod
+    def pooled(cls, per_seed: Sequence["Estimate"]) -> MetricValue:
+        """One metric over explainer seeds: the per-seed columns stacked into (R, n) arrays."""
+        first = per_seed[0]
+        shapes = {tuple(np.shape(c)) for e in per_seed for c in e.columns}
+        if len(shapes) != 1 or len(shapes.pop()) != 1:
+            raise ValueError(f"{first.metric.name}: every explainer seed must give the same units (1-D columns)")
+        stacked = tuple(np.stack([np.asarray(e.columns[i], float) for e in per_seed])
+                        for i in range(len(first.columns)))
+        seed_values = [seed_mean(e.statistic, *e.columns) for e in per_seed]
+        return dataclasses.replace(first, columns=stacked).value(seed_values)
+
+
+def finite_count(column: Sequence) -> int:
+    """Units on which a per-unit metric is defined (finite for at least one explainer seed)."""
+    finite = np.isfinite(np.asarray(column, float))
+    return int((finite.any(axis=0) if finite.ndim == 2 else finite).sum())
+
+
+def pool_seeds(per_seed: Sequence[tuple[MetricValue, ...]],
+               estimates: Sequence[Sequence[Estimate]]) -> tuple[MetricValue, ...]:
+    """Metric values over explainer seeds: from the tasks' Estimates when every seed gave one
+    (mean of the per-seed statistics, bootstrap CI of that mean); otherwise the mean of the
+    per-seed values with no CI, since the units behind them are unknown."""
+    out = []
+    for first in per_seed[0]:
+        found = [{e.metric.name: e for e in seed_estimates}.get(first.name) for seed_estimates in estimates]
+        values = [{m.name: m.value for m in seed}.get(first.name, float("nan")) for seed in per_seed]
+        if all(e is not None for e in found):
+            out.append(Estimate.pooled(found))
+        else:
+            out.append(dataclasses.replace(first, value=nanmean(values), ci_low=float("nan"),
+                                           ci_high=float("nan"), seed_values=tuple(_clean(v) for v in values)))
+    return tuple(out)

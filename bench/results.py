@@ -18,7 +18,8 @@ from typing import Any, Mapping
 from bench.cache import atomic_write_json
 from bench.metrics import MetricValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metrics carry `seed_values`, config carries `explainer_seeds`
+READABLE_VERSIONS = (1, 2)  # version 1 is version 2 with one explainer seed
 TRACKED_PACKAGES = ("fexbench", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers",
                     "open_clip_torch", "datasets", "simplemma", "tabulate")
 
@@ -59,6 +60,11 @@ class JobResult:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def explainer_seeds(self) -> list[int]:
+        """The context seeds the explainer was scored over (version-1 results: the run seed)."""
+        return list(self.config.get("explainer_seeds", [self.seed]))
+
     def metric(self, name: str) -> MetricValue:
         for m in self.metrics:
             if m.name == name:
@@ -78,13 +84,15 @@ class JobResult:
         unknown = set(data) - names
         if unknown:
             raise ResultsError(f"{source}: unknown field(s) {sorted(unknown)}")
-        if data.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise ResultsError(f"{source}: schema_version {data['schema_version']} is not {SCHEMA_VERSION}")
+        if data.get("schema_version", SCHEMA_VERSION) not in READABLE_VERSIONS:
+            raise ResultsError(f"{source}: schema_version {data['schema_version']} is not one of {READABLE_VERSIONS}")
         if data["status"] not in ("ok", "error"):
             raise ResultsError(f"{source}: status must be 'ok' or 'error', not {data['status']!r}")
         try:
             metrics = tuple(MetricValue(**{**m, **{k: _nan_if_none(m.get(k)) for k in ("value", "ci_low", "ci_high")},
-                                            "value_range": tuple(m["value_range"])}) for m in data.get("metrics", ()))
+                                            "value_range": tuple(m["value_range"]),
+                                            "seed_values": tuple(_nan_if_none(v) for v in m.get("seed_values", ()))})
+                            for m in data.get("metrics", ()))
         except TypeError as exc:
             raise ResultsError(f"{source}: malformed metric entry: {exc}") from exc
         return cls(**{**data, "metrics": metrics})

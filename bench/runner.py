@@ -2,7 +2,9 @@
 
 A job's failure (an exception, a NaN weight, a wrong number of explanations) becomes an error row
 with its message; the other jobs run on. A job whose result file already holds an ok result with
-the same job key (task config, explainer config, seed, data and weight hashes) is not run again.
+the same job key (task config, explainer config, seeds, data, weight and resource hashes) is not
+run again. A stochastic explainer is run once per explainer seed and its metrics pooled over the
+seeds; the result's per-subject numbers are those of the first seed (the run seed).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import psutil
 from bench import registry
 from bench.cache import ArrayCache, stable_hash
 from bench.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
+from bench.metrics import pool_seeds
 from bench.resources import LazyResources
 from bench.results import JobResult, ResultsError, read_result, result_path, write_result
 
@@ -37,6 +40,7 @@ class Environment:
     batch_size: int = 256
     workers: int | None = None
     max_bad_image_fraction: float = 0.0
+    explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
     resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
@@ -136,20 +140,29 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
     return explanations, fit_s, explain_s
 
 
+def explainer_seeds(explainer: Explainer, env: Environment) -> list[int]:
+    """The context seeds an explainer is scored over: the run seed first (so one seed is exactly a
+    plain run), then seeds derived from it. Deterministic explainers get the run seed only."""
+    count = (env.explainer_seeds or explainer.seeds) if explainer.stochastic else 1
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"explainer {explainer.name!r}: the number of explainer seeds must be a positive "
+                         f"integer, not {count!r}")
+    return [env.seed] + [int(stable_hash([env.seed, "explainer-seed", r], 8), 16) for r in range(1, count)]
+
+
 def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
             factory: Callable[[], Explainer], env: Environment, resume: bool = True) -> JobResult:
     probe = factory()
     path = result_path(env.out_dir, task_name, explainer_name)
     start = time.perf_counter()  # a resource's first build (e.g. training the embedded CLIP) counts
+    seeds, identities, setup_error = [env.seed], {}, None
     try:
+        seeds = explainer_seeds(probe, env)
         identities = {n: resource_identity(env.resources[n]) for n in probe.resource_names()}
-    except Exception as exc:  # a resource that cannot be built fails this job only
-        identities = {}
-        resource_error = exc
-    else:
-        resource_error = None
+    except Exception as exc:  # a bad seed count or a resource that cannot be built fails this job only
+        setup_error = exc
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
-                       "explainer_config": probe.config(), "seed": env.seed, "hashes": dict(prepared.hashes),
+                       "explainer_config": probe.config(), "seed": env.seed, "explainer_seeds": seeds, "hashes": dict(prepared.hashes),
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
                        "resource_identities": identities}, 24)
     if resume and path.exists():
@@ -160,20 +173,25 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
         except ResultsError:
             pass  # an unreadable old result is simply recomputed
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
-                  config={"task": task.config(), "explainer": probe.config()}, hashes=dict(prepared.hashes),
+                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds}, hashes=dict(prepared.hashes),
                   ground_truth=dict(prepared.ground_truth))
     with PeakMemory() as mem:
         try:
-            if resource_error is not None:
-                raise resource_error
+            if setup_error is not None:
+                raise setup_error
             used: dict[str, Any] = {}
-            explanations, fit_s, explain_s = explain_cases(factory, prepared, env.seed, used)
-            scored = task.score(prepared, explanations)
+            scored, fit_s, explain_s = [], 0.0, 0.0
+            for seed in seeds:
+                explanations, fit_t, explain_t = explain_cases(factory, prepared, seed, used)
+                scored.append(task.score(prepared, explanations))
+                fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
+            metrics = scored[0].metrics if len(seeds) == 1 else \
+                pool_seeds([s.metrics for s in scored], [s.estimates for s in scored])
             # the resources this explainer read: their options (paths, names) and content identities
             common["config"]["resources"] = {n: dict(env.resource_configs.get(n, {})) for n in sorted(used)}
             used_ids = {n: resource_identity(used[n]) for n in sorted(used)}  # a bank hashes its embeddings
             common["hashes"].update({f"resource:{n}": i for n, i in used_ids.items() if i})
-            result = JobResult(status="ok", metrics=tuple(scored.metrics), per_subject=dict(scored.per_subject),
+            result = JobResult(status="ok", metrics=tuple(metrics), per_subject=dict(scored[0].per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, **common)
         except Exception as exc:  # one failing job never sinks the others
             tb = traceback.format_exc(limit=-3)

@@ -29,6 +29,8 @@ class RandomExplainer(Explainer):
 
     name = "random"
     description = "control: random vocabulary words with random weights (scores at chance)"
+    stochastic = True
+    seeds = 20  # free to run, and one draw of a control lands in its tail 5% of the time
 
     def __init__(self, n_words: int = 8):
         self.n_words = n_words

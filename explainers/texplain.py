@@ -105,6 +105,8 @@ class TExplain(Explainer):
 
     name = "texplain"
     description = "TExplain: linear translator into a frozen captioner, nucleus-sampled sentences, word frequencies"
+    stochastic = True  # the translator's initialisation and the sampled sentences follow context.seed
+    seeds = 1  # each seed retrains every translator: ~17 s a task; `--explainer-seeds N` asks for more
 
     def __init__(self, captioner: str | None = None, layer: str = "penultimate", n_sentences: int = 1000,
                  top_p: float = 0.9, temperature: float = 1.0, max_tokens: int = 20, batch_size: int = 1000,

@@ -1,6 +1,5 @@
 """Content-keyed caches, atomic writes and the results schema."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import pytest
 from bench.cache import ArrayCache, atomic_write_json, atomic_write_text, stable_hash
 from bench.data import ImageSet, cached_imageset, load_imageset, save_imageset
 from bench.metrics import Metric, MetricValue
-from bench.results import JobResult, ResultsError, read_result, write_result
+from bench.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
 
 
 def _imageset(seed=0, n=6):
@@ -104,7 +103,7 @@ def _result(**kw):
 def test_result_round_trip_with_nan_as_null(tmp_path):
     path = write_result(tmp_path, _result())
     raw = json.loads(path.read_text())
-    assert raw["metrics"][0]["ci_high"] is None and raw["schema_version"] == 1
+    assert raw["metrics"][0]["ci_high"] is None and raw["schema_version"] == SCHEMA_VERSION
     assert "torch" in raw["versions"] and raw["per_subject"]["s"]["x"] == 1.5
     back = read_result(path)
     assert back.metric("m").value == 0.7 and np.isnan(back.metric("m").ci_high) and back.seed == 3
@@ -123,3 +122,22 @@ def test_malformed_results_name_the_file_and_field(tmp_path, mutate, message):
     with pytest.raises(ResultsError, match=message) as info:
         read_result(path)
     assert str(path) in str(info.value)
+
+
+def test_results_keep_seed_values_and_version_1_files_still_read(tmp_path):
+    m = Metric("m", "d", True, (0.0, 1.0), "cat", 0.5)
+    pooled = MetricValue.of(m, 0.5, (0.4, 0.6), 10, seed_values=(0.4, float("nan"), 0.6))
+    path = write_result(tmp_path, _result(metrics=(pooled,), config={"explainer_seeds": [3, 77, 91]}))
+    back = read_result(path)
+    assert back.metric("m").seed_values[::2] == (0.4, 0.6) and np.isnan(back.metric("m").seed_values[1])
+    assert back.explainer_seeds == [3, 77, 91]
+    raw = json.loads(path.read_text())  # a version-1 file: no seed values, no explainer seeds
+    del raw["metrics"][0]["seed_values"], raw["config"]["explainer_seeds"]
+    raw["schema_version"] = 1
+    path.write_text(json.dumps(raw))
+    old = read_result(path)
+    assert old.metric("m").seed_values == () and old.explainer_seeds == [3]
+    raw["schema_version"] = 9
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultsError, match="schema_version 9"):
+        read_result(path)

@@ -67,6 +67,8 @@ def test_wilson_interval_is_not_degenerate_at_zero_hits():
     low, high = wilson_ci([1.0] * 8 + [0.0] * 8)
     assert low < 0.5 < high and low == pytest.approx(1 - high)
     assert np.isnan(wilson_ci([])[0])
+    # explainer seeds: each target's hit is averaged over the seeds first
+    assert wilson_ci([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]) == wilson_ci([1.0, 0.5, 0.5, 0.0])
 
 
 def _prepared(concepts):

@@ -202,6 +202,8 @@ ERRORS = [
     ("[resources.toy-res]\nmodel = 3", "resources.toy-res.model: expected a string, got an integer 3"),
     ("[resources.toy-res]\nenv = 3", "resources.toy-res.env: unknown option; options are: model, dim"),
     ("[run\nseed = 1", "not valid TOML"),
+    ("[run]\nexplainer_seeds = -2", "run.explainer_seeds: must be 0 (automatic) or more, got -2"),
+    ("[run]\nexplainer_seeds = 2.5", "run.explainer_seeds: expected an integer"),
     ("[tasks.config-toy]\ndata = { source = \"imagenet\" }",
      "tasks.config-toy: ValueError: data.source must be world or wilds, got 'imagenet'"),
     ("[tasks.waterbirds-spurious]\nsubjects = \"resnet\"", "tasks.waterbirds-spurious.subjects: expected a list"),

@@ -1,15 +1,12 @@
 """The harness on a hand-made task: error rows, contract checks, resume, oracle gating, registration."""
-import json
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import registry
 from bench.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from bench.metrics import Metric, MetricValue
+from bench.metrics import Estimate, Metric, MetricValue, nanmean
 from bench.results import read_result
 from bench.runner import Environment, run
 
@@ -212,3 +209,90 @@ def test_a_retrained_resource_is_never_resumed_as_current(tmp_path, toy_registry
     assert first.status == "ok" and first.hashes["resource:toy-model"] == "w-old"
     assert again.created == first.created and again.job_key == first.job_key
     assert retrained.job_key != first.job_key and retrained.hashes["resource:toy-model"] == "w-new"
+
+
+# -- explainer seeds ---------------------------------------------------------------------------------
+class CoinTask(ToyTask):
+    """The toy task scored from per-target columns, so the harness can pool explainer seeds."""
+
+    name = "coin"
+
+    def score(self, prepared, explanations):
+        tops = np.array([float(e.words(1) == ["yes"]) for exps in explanations.values() for e in exps])
+        return Scored.of((Estimate(METRIC, nanmean, (tops,), n_resamples=200),), {"s0": {"tops": tops.tolist()}})
+
+
+class Coin(Explainer):
+    """Says 'yes' or 'no' by a coin seeded by context.seed alone (stochastic, declared)."""
+
+    name = "coin"
+    stochastic, seeds = True, 4
+
+    def explain(self, subject, targets, context):
+        rng = np.random.default_rng([context.seed, int(subject.name[1:])])
+        return [Explanation.from_weights(t, {("yes", "no")[rng.integers(2)]: 1.0}) for t in targets]
+
+
+@pytest.fixture
+def coin_registry(toy_registry):
+    registry.register_task("coin", CoinTask)
+    registry.register_explainer("coin", Coin)
+    yield
+    registry.tasks.unregister("coin")
+    registry.explainers.unregister("coin")
+
+
+def _one_seed(tmp_path, seed):
+    """The coin's score when run alone with context seed `seed` (one explainer seed)."""
+    env = Environment(tmp_path / "c", tmp_path / f"one-{seed}", seed=seed, explainer_seeds=1, progress=False)
+    return run(["coin"], ["coin"], env, task_configs={"coin": {"n_subjects": 6}}, log=lambda s: None)[0]
+
+
+def test_a_stochastic_explainer_is_scored_as_the_mean_over_its_seeds(tmp_path, coin_registry):
+    env = Environment(tmp_path / "c", tmp_path / "out", seed=3, progress=False)
+    result = run(["coin", "toy"], ["coin", "yes"], env, task_configs={"coin": {"n_subjects": 6}},
+                 log=lambda s: None)[0]
+    seeds = result.explainer_seeds
+    assert len(seeds) == Coin.seeds and seeds[0] == 3 and len(set(seeds)) == len(seeds)
+    hits = result.metric("hits")
+    assert len(hits.seed_values) == Coin.seeds and hits.value == pytest.approx(np.mean(hits.seed_values))
+    assert hits.seed_values[0] == _one_seed(tmp_path, 3).metric("hits").value  # the first seed is a plain run
+    assert len(set(hits.seed_values)) > 1  # the seeds really differ
+    assert hits.ci_low <= hits.value <= hits.ci_high and hits.ci_high - hits.ci_low < 0.5
+    assert read_result(tmp_path / "out" / "coin" / "coin.json").metric("hits").seed_values == hits.seed_values
+    # a deterministic explainer runs once whatever the run asks
+    yes = run(["coin"], ["yes"], Environment(tmp_path / "c", tmp_path / "out", explainer_seeds=5, progress=False),
+              task_configs={"coin": {"n_subjects": 6}}, log=lambda s: None)[0]
+    assert yes.explainer_seeds == [0] and yes.metric("hits").seed_values == ()
+
+
+def test_the_run_overrides_the_seed_count_and_the_job_key_follows_it(tmp_path, coin_registry):
+    def with_seeds(n):
+        env = Environment(tmp_path / "c", tmp_path / "out", explainer_seeds=n, progress=False)
+        return run(["coin"], ["coin"], env, log=lambda s: None)[0]
+
+    four = with_seeds(0)  # 0: the explainer's own count
+    assert len(four.explainer_seeds) == 4
+    assert with_seeds(4).created == four.created  # the same seeds asked explicitly: resumed
+    two = with_seeds(2)
+    assert two.explainer_seeds == four.explainer_seeds[:2] and two.job_key != four.job_key
+
+
+def test_a_task_without_estimates_pools_seeds_as_a_mean_with_no_interval(tmp_path, coin_registry):
+    result = run(["toy"], ["coin"], Environment(tmp_path / "c", tmp_path / "out", progress=False),
+                 log=lambda s: None)[0]
+    hits = result.metric("hits")
+    assert result.status == "ok" and len(hits.seed_values) == 4
+    assert hits.value == pytest.approx(np.mean(hits.seed_values)) and np.isnan(hits.ci_low)
+
+
+def test_a_bad_seed_count_is_an_error_row(tmp_path, coin_registry):
+    class NoSeeds(Coin):
+        seeds = 0
+    registry.register_explainer("no-seeds", NoSeeds)
+    try:
+        result = run(["coin"], ["no-seeds", "yes"], Environment(tmp_path / "c", tmp_path / "out", progress=False),
+                     log=lambda s: None)
+    finally:
+        registry.explainers.unregister("no-seeds")
+    assert result[0].status == "error" and "positive integer" in result[0].error and result[1].status == "ok"

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bench import cli, registry
+from bench import cli
 from bench.contract import Explanation, Target
 from bench.runner import Environment, run
 from bench.tasks.waterbirds import WaterbirdsSpurious

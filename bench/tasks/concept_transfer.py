@@ -38,7 +38,7 @@ from bench import world
 from bench.cache import derive_seed
 from bench.concepts import content_words
 from bench.contract import Explanation, Prepared, Scored, Target, Task
-from bench.metrics import Metric, MetricValue, auroc, bootstrap_ci, nanmean
+from bench.metrics import Estimate, Metric, auroc, finite_count, nanmean
 from bench.subjects import cached_activations
 from bench.tasks.imagenet9 import CLASS_NAMES, ORACLE_FIELDS, ImageNet9Background, concept_shares
 from bench.world_concepts import world_vocabulary
@@ -149,6 +149,8 @@ def wilson_ci(hits: Sequence[float], level: float = 0.95) -> tuple[float, float]
     certainty that 16 or 24 targets cannot give; Wilson's interval stays honest near 0 and 1.
     """
     hits = np.asarray(hits, float)
+    if hits.ndim == 2:  # (explainer seeds, targets): each target's hit averaged over the seeds
+        hits = nanmean(hits, axis=0) if hits.shape[1] else hits[0]
     hits = hits[np.isfinite(hits)]
     n = len(hits)
     if n == 0:
@@ -251,12 +253,10 @@ class ConceptTransfer(Task):
                 rows[key].append(value)
             per_target.append({"target": gt["target"], "concept": gt["concept"], **row,
                                "transferred_words": t_exp.words(5), "direct_words": d_exp.words(5)})
-        seed, n_boot = prepared.seed, self.n_bootstrap
-        values = []
-        for metric, key in ((TRANSFER_TOP1, "t1"), (TRANSFER_TOP3, "t3"), (DIRECT_TOP1, "d1"), (DIRECT_TOP3, "d3"),
-                            (AGREEMENT, "agree")):
-            column = np.asarray(rows[key], float)
-            ci = bootstrap_ci(nanmean, column, n_resamples=n_boot, seed=seed) if metric is AGREEMENT else wilson_ci(column)
-            values.append(MetricValue.of(metric, nanmean(column), ci, int(np.isfinite(column).sum())))
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
+        estimates = tuple(Estimate(metric, nanmean, (np.asarray(rows[key], float),), count=finite_count,
+                                   interval=None if metric is AGREEMENT else wilson_ci, **boot)
+                          for metric, key in ((TRANSFER_TOP1, "t1"), (TRANSFER_TOP3, "t3"), (DIRECT_TOP1, "d1"),
+                                              (DIRECT_TOP3, "d3"), (AGREEMENT, "agree")))
         per_subject = {target: {"r2_heldout": prepared.ground_truth[target]["r2_heldout"], "targets": per_target}}
-        return Scored(tuple(values), per_subject)
+        return Scored.of(estimates, per_subject)

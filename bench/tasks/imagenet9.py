@@ -32,7 +32,7 @@ from bench.concepts import Concept, ConceptVocabulary, content_words
 from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from bench.data import DataError, ImageSet, cached_imageset
 from bench.imagenet9_challenge import challenge_accuracies
-from bench.metrics import Metric, MetricValue, bootstrap_ci, nanmean, spearman
+from bench.metrics import Estimate, Metric, finite_count, nanmean, spearman
 from bench.subjects import TrainConfig, cached_activations, load_or_train
 from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
@@ -297,14 +297,8 @@ class ImageNet9Background(Task):
                                  "per_class_bg_gap": [truth["per_class_bg_gap"][e.target.index] for e in explanations[name]],
                                  "names_native_background_per_class": natives,
                                  "top_words": [e.words(5) for e in explanations[name]]}
-        seed, n_boot = prepared.seed, self.n_bootstrap
-        hits = np.asarray(hits, float)
-        values = [
-            (SPEARMAN_PAIRS, spearman(pair_score, pair_gap),
-             bootstrap_ci(spearman, pair_score, pair_gap, n_resamples=n_boot, seed=seed), len(pair_score)),
-            (NATIVE_PRECISION, nanmean(hits) if len(hits) else float("nan"),
-             bootstrap_ci(nanmean, hits, n_resamples=n_boot, seed=seed), int(np.isfinite(hits).sum())),
-            (SPEARMAN_SUBJECTS, spearman(subj_score, subj_gap),
-             bootstrap_ci(spearman, subj_score, subj_gap, n_resamples=n_boot, seed=seed), len(subj_score)),
-        ]
-        return Scored(tuple(MetricValue.of(m, v, ci, n) for m, v, ci, n in values), per_subject)
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
+        return Scored.of((Estimate(SPEARMAN_PAIRS, spearman, (np.asarray(pair_score), np.asarray(pair_gap)), **boot),
+                          Estimate(NATIVE_PRECISION, nanmean, (np.asarray(hits, float),), count=finite_count, **boot),
+                          Estimate(SPEARMAN_SUBJECTS, spearman, (np.asarray(subj_score), np.asarray(subj_gap)), **boot)),
+                         per_subject)

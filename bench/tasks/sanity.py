@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.concepts import content_words
 from bench.contract import Explanation, Prepared, Scored, Target, Task
-from bench.metrics import Metric, MetricValue, bootstrap_ci, nanmean
+from bench.metrics import Estimate, Metric, finite_count, nanmean
 from bench.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject
 from bench.subjects import cached_activations
 from bench.tasks.imagenet9 import CLASS_NAMES, ImageNet9Background
@@ -115,16 +115,12 @@ class SanityRandomization(Task):
             if random_stages else np.array([])
         columns = [(SIMILARITY, per_target_jac), (SIMILARITY_FULL, np.asarray(jac.get("full", []), float)),
                    (COSINE, per_target_cos), (SELF_SIMILARITY, np.asarray(jac[COPY], float))]
-        seed, n_boot = prepared.seed, self.n_bootstrap
-        values = tuple(MetricValue.of(m, nanmean(col) if len(col) else float("nan"),
-                                      bootstrap_ci(nanmean, col, n_resamples=n_boot, seed=seed) if len(col) > 1
-                                      else (float("nan"), float("nan")),
-                                      int(np.isfinite(col).sum()))
-                       for m, col in columns)
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
+        estimates = tuple(Estimate(m, nanmean, (np.asarray(col, float),), count=finite_count, **boot) for m, col in columns)
         per_subject = {names[s]: {"stage": s, "weighted_jaccard_per_target": jac[s],
                                   "mean_weighted_jaccard": nanmean(jac[s]),
                                   **({"cosine_per_target": cos[s]} if s in cos else {}),
                                   "top_words": [e.words(5) for e in explanations[names[s]]]}
                        for s in jac}
         per_subject[names[TRAINED]] = {"stage": TRAINED, "top_words": [e.words(5) for e in trained]}
-        return Scored(values, per_subject)
+        return Scored.of(estimates, per_subject)

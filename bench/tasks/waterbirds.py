@@ -25,7 +25,7 @@ from bench.cache import file_sha256
 from bench.concepts import Concept, ConceptVocabulary
 from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from bench.data import DataError, ImageSet, cached_imageset
-from bench.metrics import Metric, MetricValue, auroc, bootstrap_ci, nanmean, spearman
+from bench.metrics import Estimate, Metric, auroc, finite_count, nanmean, spearman
 from bench.subjects import TrainConfig, cached_activations, load_or_train
 from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
@@ -229,11 +229,8 @@ class WaterbirdsSpurious(Task):
                                  "biased": truth["biased"], "background_share_per_class": shares,
                                  "correct_background_per_class": rows,
                                  "top_words": [e.words(5) for e in exps]}
-        seed, n_boot = prepared.seed, self.n_bootstrap
-        values = [
-            (SPEARMAN, spearman(bg_score, reliance), bootstrap_ci(spearman, bg_score, reliance, n_resamples=n_boot, seed=seed), len(names)),
-            (AUROC, auroc(bg_score, biased), bootstrap_ci(auroc, bg_score, biased, n_resamples=n_boot, seed=seed), len(names)),
-            (CORRECT_BG, nanmean(correct_rows), bootstrap_ci(nanmean, correct_rows, n_resamples=n_boot, seed=seed),
-             int(np.isfinite(correct_rows).sum()) if correct_rows else 0),
-        ]
-        return Scored(tuple(MetricValue.of(m, v, ci, n) for m, v, ci, n in values), per_subject)
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
+        return Scored.of((Estimate(SPEARMAN, spearman, (np.asarray(bg_score), np.asarray(reliance)), **boot),
+                          Estimate(AUROC, auroc, (np.asarray(bg_score), np.asarray(biased, bool)), **boot),
+                          Estimate(CORRECT_BG, nanmean, (np.asarray(correct_rows, float),), count=finite_count, **boot)),
+                         per_subject)

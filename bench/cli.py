@@ -18,6 +18,7 @@ from bench.data import DataError
 from bench.leaderboard import markdown, overview, tables
 from bench.contract import Prepared
 from bench.registry import Registry, RegistryError
+from bench.results import read_results_dir
 from bench.runner import Environment, explain_cases, run
 from bench.wordcloud_png import word_cloud_png
 from tabulate import tabulate
@@ -49,8 +50,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\n== {task} ==\n{table}")
     if len({r.task for r in results}) > 1:
         print(f"\n== overview: each task's headline metric ==\n{overview(results)}")
-    summary = atomic_write_text(env.out_dir / "summary.md", markdown(results))
-    print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}")
+    # summary.md describes the whole folder: this run's results plus any other job files already in it
+    this_run = {(r.task, r.explainer) for r in results}
+    others, problems = read_results_dir(env.out_dir)
+    folder = sorted(results + [r for r in others if (r.task, r.explainer) not in this_run],
+                    key=lambda r: (r.task, r.explainer))
+    for problem in problems:
+        print(f"summary: skipped {problem}", file=sys.stderr)
+    summary = atomic_write_text(env.out_dir / "summary.md", markdown(folder))
+    extra = f" ({len(folder) - len(results)} earlier job files in the folder included)" if len(folder) > len(results) else ""
+    print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}{extra}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
     return 1 if any(r.status != "ok" for r in results) else 0
 

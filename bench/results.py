@@ -129,3 +129,15 @@ def read_result(path: str | Path) -> JobResult:
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read result: {exc}") from exc
     return JobResult.from_dict(data, source=str(path))
+
+
+def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
+    """Every readable job file under `out_dir` (<task>/<explainer>.json), and one message per file
+    that could not be read (so a corrupt file is named, never silently dropped)."""
+    results, problems = [], []
+    for path in sorted(Path(out_dir).glob("*/*.json")):
+        try:
+            results.append(read_result(path))
+        except ResultsError as exc:
+            problems.append(str(exc))
+    return results, problems

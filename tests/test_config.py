@@ -273,3 +273,25 @@ def test_local_paths_and_hub_names_are_told_apart(tmp_path, monkeypatch):
 def test_yaml_is_refused_with_a_hint(tmp_path):
     with pytest.raises(ConfigError, match="YAML configs are not supported"):
         load_config(write(tmp_path, "run:\n  seed: 1\n", "run.yaml"))
+
+
+def test_summary_describes_the_whole_results_folder(toys, tmp_path, capsys):
+    """A partial run into a folder keeps the other jobs' rows in summary.md; a corrupt file is named."""
+    class SaysYes(SaysWord):
+        name = "says-yes"
+
+        def __init__(self, word: str = "yes", weight: float = 1.0):
+            super().__init__(word, weight)
+
+    registry.register_explainer("says-yes", SaysYes)
+    try:
+        out = tmp_path / "o"
+        assert main(["run", "--tasks", "config-toy", "--explainers", "says-word", "--out", str(out), "--quiet"]) == 0
+        (out / "config-toy" / "broken.json").write_text("{not json")
+        assert main(["run", "--tasks", "config-toy", "--explainers", "says-yes", "--out", str(out), "--quiet"]) == 0
+    finally:
+        registry.explainers.unregister("says-yes")
+    captured = capsys.readouterr()
+    summary = (out / "summary.md").read_text()
+    assert "| says-word " in summary and "| says-yes " in summary
+    assert "broken.json" in captured.err and "1 earlier job files in the folder included" in captured.out

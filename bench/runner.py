@@ -162,7 +162,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
     except Exception as exc:  # a bad seed count or a resource that cannot be built fails this job only
         setup_error = exc
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
-                       "explainer_config": probe.config(), "seed": env.seed, "explainer_seeds": seeds, "hashes": dict(prepared.hashes),
+                       "explainer_config": probe.config(), "seed": env.seed, "explainer_seeds": seeds,
+                       "hashes": dict(prepared.hashes),
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
                        "resource_identities": identities}, 24)
     if resume and path.exists():
@@ -173,7 +174,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
         except ResultsError:
             pass  # an unreadable old result is simply recomputed
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
-                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds}, hashes=dict(prepared.hashes),
+                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds},
+                  hashes=dict(prepared.hashes),
                   ground_truth=dict(prepared.ground_truth))
     with PeakMemory() as mem:
         try:

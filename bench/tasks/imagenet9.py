@@ -298,7 +298,8 @@ class ImageNet9Background(Task):
                                  "names_native_background_per_class": natives,
                                  "top_words": [e.words(5) for e in explanations[name]]}
         boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
-        return Scored.of((Estimate(SPEARMAN_PAIRS, spearman, (np.asarray(pair_score), np.asarray(pair_gap)), **boot),
+        pairs, subjects = (np.asarray(pair_score), np.asarray(pair_gap)), (np.asarray(subj_score), np.asarray(subj_gap))
+        return Scored.of((Estimate(SPEARMAN_PAIRS, spearman, pairs, **boot),
                           Estimate(NATIVE_PRECISION, nanmean, (np.asarray(hits, float),), count=finite_count, **boot),
-                          Estimate(SPEARMAN_SUBJECTS, spearman, (np.asarray(subj_score), np.asarray(subj_gap)), **boot)),
+                          Estimate(SPEARMAN_SUBJECTS, spearman, subjects, **boot)),
                          per_subject)

@@ -12,6 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+BASELINES = ("oracle", "random", "class-name")
+
+
+def run_baselines(root: Path, task: str, config: dict) -> tuple:
+    """Run the three baselines on one task with a tiny config in a fresh cache under root: the
+    end-to-end path each task's tests share. Returns (environment, explainer name -> result)."""
+    from bench.runner import Environment, run
+
+    env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
+    results = run([task], list(BASELINES), env, task_configs={task: config}, log=lambda s: None)
+    return env, {r.explainer: r for r in results}
+
+
 # Real CUB-200-2011 folder names, split by the Waterbirds label (1 = waterbird).
 _WATERBIRD_SPECIES = ("001.Black_footed_Albatross", "059.California_Gull", "086.Pacific_Loon")
 _LANDBIRD_SPECIES = ("017.Cardinal", "094.White_breasted_Nuthatch",

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 
 from bench.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
-from bench.runner import Environment, run
 from bench.tasks.concept_transfer import (AGREEMENT, ATTRIBUTE_VALUES, ConceptTransfer, best_concept, fit_linear_map,
                                           hit_at_k, jaccard, top_words, wilson_ci)
 from bench.tasks.imagenet9 import concept_shares
 from bench.world_concepts import world_vocabulary
 from bench import world
+from conftest import run_baselines
 
 
 def test_ridge_map_recovers_a_planted_linear_relation():
@@ -95,11 +95,7 @@ TINY = dict(n_units=4, n_directions=4, n_fit=600, n_test=400, target_width=12, n
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ct")
-    env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
-    results = run(["concept-transfer"], ["oracle", "random", "class-name"], env,
-                  task_configs={"concept-transfer": TINY}, log=lambda s: None)
-    return env, {r.explainer: r for r in results}
+    return run_baselines(tmp_path_factory.mktemp("ct"), "concept-transfer", TINY)
 
 
 def test_transfer_end_to_end(tiny_run):

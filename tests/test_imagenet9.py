@@ -14,6 +14,7 @@ from bench.imagenet9_challenge import (CLASS_FOLDERS, CLASS_NAMES, challenge_acc
                                        load_in9l, load_in_to_in9, map_in1000_to_in9)
 from bench.runner import Environment, run
 from bench.tasks.imagenet9 import NATIVE_BACKGROUND, ImageNet9Background
+from conftest import run_baselines
 
 # Class colours of the fixture: a loader that mixes up folders and labels shows it in the pixels.
 _COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255],
@@ -217,11 +218,7 @@ TINY = dict(p_natives=(0.0, 1.0), n_train=900, n_probe=270, n_test=450, epochs=4
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("in9")
-    env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
-    results = run(["imagenet9-background"], ["oracle", "random", "class-name"], env,
-                  task_configs={"imagenet9-background": TINY}, log=lambda s: None)
-    return env, {r.explainer: r for r in results}
+    return run_baselines(tmp_path_factory.mktemp("in9"), "imagenet9-background", TINY)
 
 
 def test_ground_truth_is_measured_per_variant(tiny_run):

@@ -6,9 +6,9 @@ import torch
 
 from bench.contract import Explanation, Subject, Target
 from bench.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject, state_hash
-from bench.runner import Environment, run
 from bench.subjects import SmallCNN, small_cnn_classifier
 from bench.tasks.sanity import cosine, weighted_jaccard, word_weights
+from conftest import run_baselines
 
 
 def _trained() -> Subject:
@@ -79,11 +79,7 @@ TINY = dict(n_bootstrap=200, imagenet9=dict(p_natives=(1.0,), n_train=900, n_pro
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sanity")
-    env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
-    results = run(["sanity-randomization"], ["oracle", "random", "class-name"], env,
-                  task_configs={"sanity-randomization": TINY}, log=lambda s: None)
-    return env, {r.explainer: r for r in results}
+    return run_baselines(tmp_path_factory.mktemp("sanity"), "sanity-randomization", TINY)
 
 
 def test_sanity_end_to_end(tiny_run):

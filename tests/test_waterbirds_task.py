@@ -8,6 +8,7 @@ from bench import cli
 from bench.contract import Explanation, Target
 from bench.runner import Environment, run
 from bench.tasks.waterbirds import WaterbirdsSpurious
+from conftest import run_baselines
 
 TINY = dict(rhos=(0.5, 0.9, 0.99), seeds=(0, 1), n_train=1000, n_probe=200, n_test=200, epochs=5, width=8,
             bias_threshold=0.5, n_bootstrap=200)
@@ -15,11 +16,7 @@ TINY = dict(rhos=(0.5, 0.9, 0.99), seeds=(0, 1), n_train=1000, n_probe=200, n_te
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wb")
-    env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
-    results = run(["waterbirds-spurious"], ["oracle", "random", "class-name"], env,
-                  task_configs={"waterbirds-spurious": TINY}, log=lambda s: None)
-    return env, {r.explainer: r for r in results}
+    return run_baselines(tmp_path_factory.mktemp("wb"), "waterbirds-spurious", TINY)
 
 
 def test_ground_truth_is_measured_and_spans_reliance(tiny_run):

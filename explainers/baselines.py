@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.cache import stable_hash
-from bench.contract import Context, Explainer, Explanation, Subject, Target
+from fexbench.core.seeds import derive_seed
+from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 
 
 def target_scores(target: Target, context: Context) -> np.ndarray:
@@ -39,7 +39,7 @@ class RandomExplainer(Explainer):
         vocab = sorted(context.vocabulary)
         out = []
         for target in targets:
-            seed = int(stable_hash([context.seed, subject.name, target.key], 8), 16)
+            seed = derive_seed(context.seed, subject.name, target.key)
             rng = np.random.default_rng(seed)
             words = rng.choice(len(vocab), size=min(self.n_words, len(vocab)), replace=False)
             weights = rng.random(len(words))

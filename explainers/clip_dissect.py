@@ -31,10 +31,10 @@ from typing import Sequence
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from bench.clip_model import cached_image_embeddings, resolve_clip
-from bench.contract import Context, Explainer, Explanation, Subject, Target
-from bench.data import DataError
-from explainers.baselines import target_scores
+from fexbench.resources.clip import cached_image_embeddings, resolve_clip
+from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
+from fexbench.data.imageset import DataError
+from fexbench.explainers.baselines import target_scores
 
 
 def concept_probabilities(image_emb: np.ndarray, text_emb: np.ndarray, temperature: float = 10.0) -> np.ndarray:

@@ -63,11 +63,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bench.caption_bank import resolve_bank
-from bench.clip_model import cached_image_embeddings, resolve_clip
-from bench.concepts import lemma
-from bench.contract import Context, Explainer, Explanation, Subject, Target
-from bench.gradcam import cam_crops, grad_cam
+from fexbench.resources.caption_bank import resolve_bank
+from fexbench.resources.clip import cached_image_embeddings, resolve_clip
+from fexbench.data.concepts import lemma
+from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
+from fexbench.models.gradcam import cam_crops, grad_cam
 
 try:
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS

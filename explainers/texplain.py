@@ -26,7 +26,7 @@ Where the paper is silent, fexbench decides (and says so in the README):
 - Class target: the probe images the subject predicts as the class; unit / direction target: its
   top `unit_top_fraction` probe images by activation. The sentences are spread evenly over these
   images (each image's own Z conditions its share): the cloud pools sentences, not features.
-- Words: `bench.concepts.content_words` (lower-case, scikit-learn's English stop words plus a
+- Words: `fexbench.data.concepts.content_words` (lower-case, scikit-learn's English stop words plus a
   small list such as photo/image/picture, simplemma lemmas, so "stars" and "star" merge);
   weights are the words' frequencies normalised to sum to 1.
 
@@ -52,13 +52,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench import world
-from bench.cache import atomic_write, atomic_write_json, stable_hash
-from bench.captioner import Captioner, load_captioner, torch_threads
-from bench.concepts import content_words
-from bench.contract import Context, Explainer, Explanation, Subject, Target
-from bench.data import DataError, ImageSet, cached_imageset, load_imageset
-from explainers.baselines import target_scores
+from fexbench.data import world
+from fexbench.core.cache import atomic_write, atomic_write_json, stable_hash
+from fexbench.core.seeds import derive_seed
+from fexbench.resources.captioner import Captioner, load_captioner, torch_threads
+from fexbench.data.concepts import content_words
+from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
+from fexbench.data.imageset import DataError, ImageSet, cached_imageset, load_imageset
+from fexbench.explainers.baselines import target_scores
 
 _LOADED: dict[str, Captioner] = {}
 
@@ -119,7 +120,7 @@ class TExplain(Explainer):
         self.hidden, self.n_tokens, self.fit_data, self.n_fit = hidden, n_tokens, fit_data, n_fit
         self.fit_epochs, self.fit_batch_size, self.fit_lr = fit_epochs, fit_batch_size, fit_lr
         self.unit_top_fraction, self.n_evidence, self.top_k = unit_top_fraction, n_evidence, top_k
-        self.torch_threads = torch_threads  # see bench.captioner.torch_threads; None leaves torch's setting
+        self.torch_threads = torch_threads  # see fexbench.resources.captioner.torch_threads; None leaves torch's setting
         self._translator: Translator | None = None
         self._cap: Captioner | None = None
         self._memo: dict[int, tuple[list[str], np.ndarray]] = {}
@@ -217,7 +218,7 @@ class TExplain(Explainer):
         if self._translator is None or self._cap is None:
             raise RuntimeError("TExplain.explain before fit")
         images = np.asarray(images, dtype=np.int64)
-        seed = int(stable_hash([int(context.seed), images.tolist()], 12), 16)
+        seed = derive_seed(int(context.seed), images.tolist(), bits=48)
         if seed in self._memo:
             return self._memo[seed]
         key = stable_hash({"translator": self._key, "seed": seed, "features": hashlib.sha256(

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from bench.cache import ArrayCache, atomic_write_json, atomic_write_text, stable_hash
-from bench.data import ImageSet, cached_imageset, load_imageset, save_imageset
-from bench.metrics import Metric, MetricValue
-from bench.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
+from fexbench.core.cache import ArrayCache, atomic_write_json, atomic_write_text, stable_hash
+from fexbench.data.imageset import ImageSet, cached_imageset, load_imageset, save_imageset
+from fexbench.core.metrics import Metric, MetricValue
+from fexbench.core.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
 
 
 def _imageset(seed=0, n=6):
@@ -79,7 +79,7 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     class Boom(Exception):
         pass
 
-    from bench.cache import atomic_write
+    from fexbench.core.cache import atomic_write
 
     def bad(tmp):
         with open(tmp, "w") as f:

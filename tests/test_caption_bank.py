@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from bench.caption_bank import CaptionBank, exact_top_k, retrieval_benchmark, world_bank_captions
-from bench.data import DataError
+from fexbench.perf.retrieval import retrieval_benchmark
+from fexbench.resources.caption_bank import CaptionBank, exact_top_k, world_bank_captions
+from fexbench.data.imageset import DataError
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import captioner as C
+from fexbench.resources import captioner as C
 
 TINY = C.CaptionerConfig(n_train=96, captions_per_image=1, epochs=1, batch_size=32, n_embd=16, n_layer=1, n_head=2,
                          encoder_width=4, n_heldout=16)
@@ -160,6 +160,7 @@ def test_a_missing_captioner_is_named(tmp_path):
 
 def test_sampling_benchmark_prints_its_figures(tmp_path, tiny, capsys):
     folder = tiny.save(tmp_path / "bench")
-    assert C.sampling_benchmark(["--captioner", str(folder), "--n", "40", "--loop-n", "8", "--max-tokens", "6"]) == 0
+    from fexbench.perf.sampling import sampling_benchmark
+    assert sampling_benchmark(["--captioner", str(folder), "--n", "40", "--loop-n", "8", "--max-tokens", "6"]) == 0
     out = capsys.readouterr().out
     assert "sentences/s" in out and "speed-up" in out

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.contract import Target
-from explainers.clip_dissect import ClipDissectExplainer, cos_similarity, soft_membership, soft_wpmi
+from fexbench.core.contract import Target
+from fexbench.explainers.clip_dissect import ClipDissectExplainer, cos_similarity, soft_membership, soft_wpmi
 
 from test_falcon import planted_case, small_clip  # noqa: F401  (hand-built subject: unit 0 fires on red objects)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bench import world
-from bench.clip_model import (EOS, PAD, UNK, ClipModel, EmbeddedClipConfig, WordTokenizer, _tensor_preprocess,
+from fexbench.data import world
+from fexbench.resources.clip import (EOS, PAD, UNK, ClipModel, EmbeddedClipConfig, WordTokenizer, _tensor_preprocess,
                               embedded_clip_id, load_clip, load_embedded_checkpoint, register_config, resolve_clip,
                               world_words)
 
@@ -101,7 +101,7 @@ def test_attribute_positives_and_the_multi_positive_loss():
     the loss is CLIP's own cross-entropy."""
     import torch
 
-    from bench.clip_model import _clip_loss, positives
+    from fexbench.resources.clip import _clip_loss, positives
 
     # (shape, colour, background) of three images; caption 0 names all three, 1 the shape, 2 the place
     attributes = np.array([[8, 0, 4], [8, 1, 2], [3, 0, 4]])

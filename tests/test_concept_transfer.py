@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from bench.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
-from bench.tasks.concept_transfer import (AGREEMENT, ATTRIBUTE_VALUES, ConceptTransfer, best_concept, fit_linear_map,
+from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
+from fexbench.tasks.concept_transfer import (AGREEMENT, ATTRIBUTE_VALUES, ConceptTransfer, best_concept, fit_linear_map,
                                           hit_at_k, jaccard, top_words, wilson_ci)
-from bench.tasks.imagenet9 import concept_shares
-from bench.world_concepts import world_vocabulary
-from bench import world
+from fexbench.tasks.imagenet9 import concept_shares
+from fexbench.data.world_concepts import world_vocabulary
+from fexbench.data import world
 from conftest import run_baselines
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry
-from bench.cli import main
-from bench.config import ConfigError, RunSection, default_config, load_config, looks_local
-from bench.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from bench.metrics import Metric, MetricValue
-from bench.resources import resources as resource_registry
-from bench.results import read_result, result_path
+from fexbench.core import registry
+from fexbench.harness.cli import main
+from fexbench.harness.config import ConfigError, RunSection, default_config, load_config, looks_local
+from fexbench.core.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from fexbench.core.metrics import Metric, MetricValue
+from fexbench.resources.lazy import resources as resource_registry
+from fexbench.core.results import read_result, result_path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "datasets" / "configs"
 METRIC = Metric("hits", "share of targets whose top word is the task's word", True, (0.0, 1.0), "toy", 0.0)

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench import world
-from bench.clip_model import EmbeddedClipConfig, load_or_train_embedded
-from bench.contract import Context, Probe, Subject, Target
-from bench.gradcam import cam_crops, grad_cam, largest_box
-from bench.subjects import TorchClassifier
-from bench.world_concepts import world_vocabulary
-from explainers.falcon import (FalconExplainer, caption_words, class_contributions, contrast, feature_groups,
+from fexbench.data import world
+from fexbench.resources.clip import EmbeddedClipConfig, load_or_train_embedded
+from fexbench.core.contract import Context, Probe, Subject, Target
+from fexbench.models.gradcam import cam_crops, grad_cam, largest_box
+from fexbench.models.subjects import TorchClassifier
+from fexbench.data.world_concepts import world_vocabulary
+from fexbench.explainers.falcon import (FalconExplainer, caption_words, class_contributions, contrast, feature_groups,
                                word_scores)
 
 # A CLIP big enough to tell colours apart, trained once and kept in pytest's cache (content-keyed).

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import ConfigError
-from bench.data import DataError, ImageSet
-from bench.finetune import SubjectSpecError, finetune, load_or_finetune, subsample_to_rho, validate_subject
-from bench.pretrained import load_classifier
+from fexbench.harness.config import ConfigError
+from fexbench.data.imageset import DataError, ImageSet
+from fexbench.models.finetune import SubjectSpecError, finetune, load_or_finetune, subsample_to_rho, validate_subject
+from fexbench.models.pretrained import load_classifier
 
 
 def make_set(counts: dict[tuple[int, int], int], size: int = 32, seed: int = 0) -> ImageSet:

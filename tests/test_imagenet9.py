@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import world
-from bench.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
-from bench.data import DataError
-from bench.imagenet9_challenge import (CLASS_FOLDERS, CLASS_NAMES, challenge_accuracies, load_challenge_variant,
+from fexbench.data import world
+from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
+from fexbench.data.imageset import DataError
+from fexbench.data.imagenet9_challenge import (CLASS_FOLDERS, CLASS_NAMES, challenge_accuracies, load_challenge_variant,
                                        load_in9l, load_in_to_in9, map_in1000_to_in9)
-from bench.runner import Environment, run
-from bench.tasks.imagenet9 import NATIVE_BACKGROUND, ImageNet9Background
+from fexbench.harness.runner import Environment, run
+from fexbench.tasks.imagenet9 import NATIVE_BACKGROUND, ImageNet9Background
 from conftest import run_baselines
 
 # Class colours of the fixture: a loader that mixes up folders and labels shows it in the pixels.
@@ -252,7 +252,7 @@ def test_real_challenge_path_scores_an_imagenet_classifier(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from bench.pretrained import load_classifier
+    from fexbench.models.pretrained import load_classifier
 
     torch_model = timm.create_model("test_resnet", pretrained=False, num_classes=1000)
     save_file({k: v.contiguous() for k, v in torch_model.state_dict().items()}, str(tmp_path / "in1k.safetensors"))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import (Estimate, Metric, auroc, bootstrap_ci, finite_count, nanmean, pool_seeds, seed_mean,
+from fexbench.core.metrics import (Estimate, Metric, auroc, bootstrap_ci, finite_count, nanmean, pool_seeds, seed_mean,
                            spearman)
 
 

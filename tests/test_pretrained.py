@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import ConfigError
-from bench.pretrained import ModelLoadError, SpecError, load_classifier, validate_spec
+from fexbench.harness.config import ConfigError
+from fexbench.models.pretrained import ModelLoadError, SpecError, load_classifier, validate_spec
 
 N_CLASSES = 3
 

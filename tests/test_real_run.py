@@ -18,13 +18,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import cli
-from bench.cache import file_sha256
-from bench.captioner import torch_threads
-from bench.concepts import content_words
-from bench.results import read_result
+from fexbench.harness import cli
+from fexbench.core.cache import file_sha256
+from fexbench.resources.captioner import torch_threads
+from fexbench.data.concepts import content_words
+from fexbench.core.results import read_result
 from conftest import write_waterbirds_fixture
-from explainers.falcon import caption_words
+from fexbench.explainers.falcon import caption_words
 from test_imagenet9 import _write_mapping, write_challenge_tree
 from test_pretrained import write_tiny_models
 
@@ -236,7 +236,7 @@ def test_every_shared_resource_came_through_the_real_path(real_run):
 def test_results_record_the_resources_they_used(real_run):
     """A result names the resources its explainer used: the CLIP checkpoint's sha256 (or path), the
     captioner's weights hash (or folder) and the caption file, in its hashes or config."""
-    from bench.captioner import load_captioner
+    from fexbench.resources.captioner import load_captioner
 
     assert real_run.code == 0, real_run.stderr + real_run.stdout
     clip_ids = {file_sha256(real_run.resources["clip"]["pretrained"]), real_run.resources["clip"]["pretrained"]}
@@ -280,7 +280,7 @@ def test_user_errors_on_the_real_path_are_one_clear_line(tmp_path, capsys):
         assert cli.main(["run", "--config", str(config)]) == 2
         err = capsys.readouterr().err
         assert f"resources.{name}.{key}" in err and options[key] in err, err
-    from bench.config import load_config
+    from fexbench.harness.config import load_config
     config = _write_config(tmp_path, subjects, [], tmp_path / "wb", None, resources={
         "clip": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}})
     assert load_config(config).resource_configs()["clip"]["pretrained"] == "laion2b_s34b_b79k"

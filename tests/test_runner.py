@@ -4,11 +4,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from bench import registry
-from bench.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from bench.metrics import Estimate, Metric, MetricValue, nanmean
-from bench.results import read_result
-from bench.runner import Environment, run
+from fexbench.core import registry
+from fexbench.core.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from fexbench.core.metrics import Estimate, Metric, MetricValue, nanmean
+from fexbench.core.results import read_result
+from fexbench.harness.runner import Environment, run
 
 METRIC = Metric("hits", "share of targets whose top word is 'yes'", True, (0.0, 1.0), "toy", 0.0)
 
@@ -127,7 +127,7 @@ def test_explainer_from_an_installed_distribution_is_found_by_entry_point(tmp_pa
     site = tmp_path / "site"
     (site / "thirdparty_explainer").mkdir(parents=True)
     (site / "thirdparty_explainer" / "__init__.py").write_text(textwrap.dedent("""
-        from bench.contract import Explainer, Explanation
+        from fexbench.core.contract import Explainer, Explanation
         class Shout(Explainer):
             name = "shout"
             description = "says 'loud' about everything"
@@ -155,8 +155,8 @@ def test_unknown_names_give_a_clear_error():
 
 
 def test_leaderboard_overview_has_a_headline_column_per_task(tmp_path, toy_registry):
-    from bench.leaderboard import markdown, overview
-    from bench.results import JobResult
+    from fexbench.harness.leaderboard import markdown, overview
+    from fexbench.core.results import JobResult
     env = Environment(cache_dir=tmp_path / "c", out_dir=tmp_path / "out", progress=False)
     results = run(["toy"], ["yes", "peeks", "crashes", "reads-truth"], env, log=lambda s: None)
     other = [JobResult(**{**r.to_dict(), "task": "toy2", "metrics": r.metrics}) for r in results]
@@ -190,7 +190,7 @@ class UsesModel(Explainer):
 def test_a_retrained_resource_is_never_resumed_as_current(tmp_path, toy_registry):
     """Same configs, new weights behind the shared resource: the job key changes and the job reruns;
     the result records the identity of the resource it used."""
-    from bench.resources import register_resource, resources
+    from fexbench.resources.lazy import register_resource, resources
 
     weights = {"hash": "w-old"}
     register_resource("toy-model", lambda env: FakeModel(weights["hash"]))

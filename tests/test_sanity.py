@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.contract import Explanation, Subject, Target
-from bench.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject, state_hash
-from bench.subjects import SmallCNN, small_cnn_classifier
-from bench.tasks.sanity import cosine, weighted_jaccard, word_weights
+from fexbench.core.contract import Explanation, Subject, Target
+from fexbench.models.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject, state_hash
+from fexbench.models.subjects import SmallCNN, small_cnn_classifier
+from fexbench.tasks.sanity import cosine, weighted_jaccard, word_weights
 from conftest import run_baselines
 
 

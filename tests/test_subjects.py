@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cache import ArrayCache
-from bench.data import ImageSet
-from bench.subjects import SmallCNN, TorchClassifier, TrainConfig, cached_activations, load_or_train, small_cnn_classifier
+from fexbench.core.cache import ArrayCache
+from fexbench.data.imageset import ImageSet
+from fexbench.models.subjects import SmallCNN, TorchClassifier, TrainConfig, cached_activations, load_or_train, small_cnn_classifier
 
 
 def _toy_set(n=64, seed=0):

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from bench import captioner as C
-from bench import registry, world
-from bench.contract import Context, Explanation, Probe, Subject, Target
-from bench.subjects import TrainConfig, small_cnn_classifier, train_cnn
-from explainers.texplain import TExplain, TExplainContrast, Translator, word_frequencies
+from fexbench.resources import captioner as C
+from fexbench.core import registry
+from fexbench.data import world
+from fexbench.core.contract import Context, Explanation, Probe, Subject, Target
+from fexbench.models.subjects import TrainConfig, small_cnn_classifier, train_cnn
+from fexbench.explainers.texplain import TExplain, TExplainContrast, Translator, word_frequencies
 
 TINY_CAPTIONER = C.CaptionerConfig(n_train=96, captions_per_image=1, epochs=1, batch_size=32, n_embd=16, n_layer=1,
                                    n_head=2, encoder_width=4, n_heldout=16)
@@ -150,7 +151,7 @@ def test_contrast_reference_of_a_class_is_the_image_weighted_mix_of_the_other_cl
     weighted by their image counts; the never-predicted class's is the mix of all three."""
     from collections import Counter
 
-    from bench.concepts import content_words
+    from fexbench.data.concepts import content_words
 
     cap, subject, context = setup
     n = len(context.probe.features)
@@ -187,7 +188,7 @@ def test_contrast_reference_of_a_class_is_the_image_weighted_mix_of_the_other_cl
 
 
 def test_a_fit_data_file_without_captions_is_named(setup, tmp_path):
-    from bench.data import DataError, save_imageset
+    from fexbench.data.imageset import DataError, save_imageset
     cap, subject, context = setup
     data = world.waterbirds_set(8, 0.5, seed=1)
     path = save_imageset(tmp_path / "nocap.safetensors", dataclasses.replace(data, captions=None))
@@ -196,7 +197,7 @@ def test_a_fit_data_file_without_captions_is_named(setup, tmp_path):
 
 
 def test_registered_and_drawable(setup, tmp_path):
-    from bench.wordcloud_png import word_cloud_png
+    from fexbench.harness.wordcloud_png import word_cloud_png
     assert registry.explainers.get("texplain") is TExplain
     assert registry.explainers.get("texplain-contrast") is TExplainContrast
     cap, subject, context = setup

@@ -1,5 +1,5 @@
 """Waterbirds as a Hugging Face dataset (written locally by `datasets`), and parallel decoding with
-corrupt-image accounting (bench.images), which the WILDS loader shares."""
+corrupt-image accounting (fexbench.data.images), which the WILDS loader shares."""
 from __future__ import annotations
 
 import csv
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import DataError
-from bench.images import ImageItem, decode_images
-from bench.waterbirds_hf import load_waterbirds_hf
-from bench.waterbirds_wilds import load_waterbirds
+from fexbench.data.imageset import DataError
+from fexbench.data.images import ImageItem, decode_images
+from fexbench.data.waterbirds_hf import load_waterbirds_hf
+from fexbench.data.waterbirds_wilds import load_waterbirds
 
 SIZE = 32
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}

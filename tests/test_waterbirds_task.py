@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from bench import cli
-from bench.contract import Explanation, Target
-from bench.runner import Environment, run
-from bench.tasks.waterbirds import WaterbirdsSpurious
+from fexbench.harness import cli
+from fexbench.core.contract import Explanation, Target
+from fexbench.harness.runner import Environment, run
+from fexbench.tasks.waterbirds import WaterbirdsSpurious
 from conftest import run_baselines
 
 TINY = dict(rhos=(0.5, 0.9, 0.99), seeds=(0, 1), n_train=1000, n_probe=200, n_test=200, epochs=5, width=8,
@@ -65,7 +65,7 @@ def test_same_seed_same_numbers_in_a_fresh_cache(tiny_run, tmp_path):
 def test_background_score_reads_synonyms_and_groups():
     task = WaterbirdsSpurious(**TINY)
 
-    from bench.contract import Case, Context, Prepared, Probe, Subject
+    from fexbench.core.contract import Case, Context, Prepared, Probe, Subject
     probe = Probe(np.zeros((1, 2, 2, 3), np.uint8), np.zeros((1, 1)), np.zeros((1, 2)), "penultimate", ("a",))
     cases = tuple(Case(Subject(n, None, ("angular", "round"), n), Context(probe, ()), ()) for n in ("a", "b"))
     prepared = Prepared(cases, {"a": {"reliance": 0.0, "biased": False}, "b": {"reliance": 1.0, "biased": True}}, {})

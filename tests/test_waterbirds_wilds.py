@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import DataError
-from bench.waterbirds_wilds import load_waterbirds
+from fexbench.data.imageset import DataError
+from fexbench.data.waterbirds_wilds import load_waterbirds
 
 SIZE = 32
 

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from bench import world
-from bench.data import DataError
+from fexbench.data import world
+from fexbench.data.imageset import DataError
 
 
 def random_scenes(n: int, seed: int = 0) -> world.Scenes:

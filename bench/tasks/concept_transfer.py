@@ -34,14 +34,14 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 
-from bench import world
-from bench.cache import derive_seed
-from bench.concepts import content_words
-from bench.contract import Explanation, Prepared, Scored, Target, Task
-from bench.metrics import Estimate, Metric, auroc, finite_count, nanmean
-from bench.subjects import cached_activations
-from bench.tasks.imagenet9 import CLASS_NAMES, ORACLE_FIELDS, ImageNet9Background, concept_shares
-from bench.world_concepts import world_vocabulary
+from fexbench.data import world
+from fexbench.core.seeds import derive_seed
+from fexbench.data.concepts import content_words
+from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
+from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean
+from fexbench.models.subjects import cached_activations
+from fexbench.tasks.imagenet9 import CLASS_NAMES, ORACLE_FIELDS, ImageNet9Background, concept_shares
+from fexbench.data.world_concepts import world_vocabulary
 
 # The concepts a target's ground truth can be: every attribute value of the world.
 ATTRIBUTE_VALUES = (*world.SHAPES, *world.COLOUR_NAMES, *world.SIZES, *world.BACKGROUNDS)

@@ -13,7 +13,7 @@ reveal its background only if the subject relies on it.
 
 The same task runs on the real challenge (data = {source = "challenge", root = ...}): subjects are
 ImageNet classifiers as they are (their 1000 logits grouped into the nine classes by
-in_to_in9.json, bench.imagenet9_challenge.In9Logits) or 9-class IN-9L classifiers; ground truth
+in_to_in9.json, fexbench.data.imagenet9_challenge.In9Logits) or 9-class IN-9L classifiers; ground truth
 is measured on the release's eight variants by the same protocol; the probe is `mixed_rand` (the
 release's class-independent backgrounds). The release records no background types, so there
 native-background precision is undefined and the oracle knows only each probe image's class.
@@ -25,16 +25,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bench import imagenet9_challenge as challenge
-from bench import world
-from bench.cache import derive_seed, stable_hash
-from bench.concepts import Concept, ConceptVocabulary, content_words
-from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from bench.data import DataError, ImageSet, cached_imageset
-from bench.imagenet9_challenge import challenge_accuracies
-from bench.metrics import Estimate, Metric, finite_count, nanmean, spearman
-from bench.subjects import TrainConfig, cached_activations, load_or_train
-from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
+from fexbench.data import imagenet9_challenge as challenge
+from fexbench.data import world
+from fexbench.core.cache import stable_hash
+from fexbench.core.seeds import derive_seed
+from fexbench.data.concepts import Concept, ConceptVocabulary, content_words
+from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.imagenet9_challenge import challenge_accuracies
+from fexbench.core.metrics import Estimate, Metric, finite_count, nanmean, spearman
+from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
+from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
 CLASS_NAMES = world.SHAPES
 ORACLE_FIELDS = ("shape", "colour", "size", "background")
@@ -218,8 +219,8 @@ class ImageNet9Background(Task):
 
     def _real_subject(self, env: Any, spec: Mapping[str, Any], mapping: np.ndarray) -> Subject:
         """An ImageNet (1000 logits, grouped by the mapping) or IN-9L (9 logits) classifier, as it is."""
-        from bench.finetune import validate_subject
-        from bench.pretrained import load_classifier
+        from fexbench.models.finetune import validate_subject
+        from fexbench.models.pretrained import load_classifier
 
         spec = validate_subject(spec)
         unused = [k for k in spec if k not in ("name", "backbone")]

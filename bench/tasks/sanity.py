@@ -4,7 +4,7 @@ that survives re-initialising the model does not explain the model.
 
 Subject: the ImageNet-9 zoo's subject trained at `p_native` (default 1.0: the challenge's
 `original` training data). Copies: cascading re-initialisation from the top (head, then hidden,
-block3, block2, block1; the last stage is the fully random model, see bench.randomization) and an
+block3, block2, block1; the last stage is the fully random model, see fexbench.models.randomization) and an
 identical copy under another name. Every case explains the same nine class targets on the same
 probe images. Similarity of two explanations = weighted Jaccard of their word weights (each
 normalised to sum 1): sum_w min(p_w, q_w) / sum_w max(p_w, q_w); 1 for identical explanations, 0
@@ -22,12 +22,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bench.concepts import content_words
-from bench.contract import Explanation, Prepared, Scored, Target, Task
-from bench.metrics import Estimate, Metric, finite_count, nanmean
-from bench.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject
-from bench.subjects import cached_activations
-from bench.tasks.imagenet9 import CLASS_NAMES, ImageNet9Background
+from fexbench.data.concepts import content_words
+from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
+from fexbench.core.metrics import Estimate, Metric, finite_count, nanmean
+from fexbench.models.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject
+from fexbench.models.subjects import cached_activations
+from fexbench.tasks.imagenet9 import CLASS_NAMES, ImageNet9Background
 
 SIMILARITY = Metric("similarity_randomized", "weighted Jaccard of word weights, trained vs randomised copies "
                     "(every cascade stage), mean over targets", False, (0.0, 1.0), "sanity")

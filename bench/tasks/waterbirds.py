@@ -19,15 +19,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bench import world
-from bench.cache import derive_seed as _seed
-from bench.cache import file_sha256
-from bench.concepts import Concept, ConceptVocabulary
-from bench.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from bench.data import DataError, ImageSet, cached_imageset
-from bench.metrics import Estimate, Metric, auroc, finite_count, nanmean, spearman
-from bench.subjects import TrainConfig, cached_activations, load_or_train
-from bench.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
+from fexbench.data import world
+from fexbench.core.seeds import derive_seed as _seed
+from fexbench.core.cache import file_sha256
+from fexbench.data.concepts import Concept, ConceptVocabulary
+from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean, spearman
+from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
+from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
 CLASS_NAMES = ("angular", "round")
 REAL_CLASS_NAMES = ("landbird", "waterbird")
@@ -105,10 +105,10 @@ class WaterbirdsSpurious(Task):
         source, options = self.data["source"], {k: v for k, v in self.data.items() if k != "source"}
         options.setdefault("max_bad_fraction", env.max_bad_image_fraction)
         if source == "wilds":
-            from bench.waterbirds_wilds import load_waterbirds
+            from fexbench.data.waterbirds_wilds import load_waterbirds
             return load_waterbirds(split=split, **options)
         if source == "hf":
-            from bench.waterbirds_hf import load_waterbirds_hf
+            from fexbench.data.waterbirds_hf import load_waterbirds_hf
             return load_waterbirds_hf(split=split, **options)
         raise DataError(f"waterbirds-spurious: data.source must be world, wilds or hf, not {source!r}")
 
@@ -130,7 +130,7 @@ class WaterbirdsSpurious(Task):
 
     def _real_subject(self, env: Any, spec: Mapping[str, Any]) -> Subject:
         """A subject trained here on the real train split, subsampled to the spec's rho."""
-        from bench.finetune import load_or_finetune, subsample_to_rho
+        from fexbench.models.finetune import load_or_finetune, subsample_to_rho
 
         spec = dict(spec)
         rho, seed = spec.get("rho"), int(spec.get("seed", 0))

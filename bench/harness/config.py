@@ -20,7 +20,7 @@ Task, explainer and resource options are checked against the constructor's (or p
 signature and type hints, so an unknown key or a wrong type is caught here, naming the file and the
 dotted key (`run.toml: tasks.waterbirds-spurious.rhos[1]: expected a number, got 'x'`). Nested
 values are checked generically: a dict with a "family" key is a pretrained-model spec
-(bench.pretrained), keys named root/file/checkpoint/*_root/*_file must be existing paths, and
+(fexbench.models.pretrained), keys named root/file/checkpoint/*_root/*_file must be existing paths, and
 path/model/pretrained/*_path values that look local must exist (see `looks_local`; so a checkpoint
 file in `[resources.clip] pretrained = "..."` is checked, a tag such as "laion2b_s34b_b79k" is
 not). Relative paths are taken from the working directory, as the command-line flags are.
@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bench import registry
+from fexbench.core import registry
 
 
 class ConfigError(ValueError):
     """A bad run config: the message names the file and the dotted key at fault."""
 
 
-# -- helpers shared with bench.pretrained / bench.finetune -----------------------------------------
+# -- helpers shared with fexbench.models.pretrained / fexbench.models.finetune -----------------------------------------
 LOCAL_SUFFIXES = {".safetensors", ".json", ".bin", ".pt", ".pth", ".parquet", ".csv", ".arrow", ".toml",
                   ".txt", ".jsonl", ".npy", ".npz"}
 
@@ -177,9 +177,9 @@ class RunConfig:
         return dataclasses.replace(self, run=run)
 
     def environment(self, environment_cls: Callable[..., Any] | None = None) -> Any:
-        """A bench.runner.Environment for this run."""
+        """A fexbench.harness.runner.Environment for this run."""
         if environment_cls is None:
-            from bench.runner import Environment as environment_cls
+            from fexbench.harness.runner import Environment as environment_cls
         values = {"cache_dir": Path(self.run.cache_dir), "out_dir": Path(self.run.out), "seed": self.run.seed,
                   "explainer_seeds": self.run.explainer_seeds, "device": check_device(self.run.device),
                   "progress": self.run.progress, "amp": self.run.amp,
@@ -235,7 +235,7 @@ def validate(data: Mapping[str, Any], source: str = "<config>", lint: bool = Fal
     run = _check_run(dict(data.get("run", {})), where, base=RunSection())
     tasks = _check_components(data.get("tasks", {}), "tasks", registry.tasks, where)
     explainers = _check_components(data.get("explainers", {}), "explainers", registry.explainers, where)
-    from bench.resources import resources as resource_registry
+    from fexbench.resources.lazy import resources as resource_registry
     res = _check_components(data.get("resources", {}), "resources", resource_registry, where, skip_first=1)
     return RunConfig(run, _frozen(tasks), _frozen(explainers), _frozen(res), source)
 
@@ -458,7 +458,7 @@ def _check_nested(value: Any, key: str, where: _Where, name: str) -> None:
             _check_spec(value, key, where)
             return
         if "backbone" in value:
-            from bench.finetune import SubjectSpecError, validate_subject
+            from fexbench.models.finetune import SubjectSpecError, validate_subject
             try:
                 validate_subject(value)
             except SubjectSpecError as err:
@@ -479,7 +479,7 @@ def _check_nested(value: Any, key: str, where: _Where, name: str) -> None:
 
 
 def _check_spec(spec: Mapping[str, Any], key: str, where: _Where) -> None:
-    from bench.pretrained import SpecError, validate_spec
+    from fexbench.models.pretrained import SpecError, validate_spec
     try:
         validate_spec(spec, check_paths=not where.lint)
     except SpecError as err:

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bench.data import DataError
+from fexbench.data.imageset import DataError
 
 try:  # a progress bar is a nicety, not a dependency
     from tqdm.auto import tqdm

@@ -9,7 +9,7 @@ checkpoint, `pretrained_cfg_overlay=dict(file=...)`), `open_clip.create_model_an
 The loaded network is split at its classification head into `HeadedClassifier(body, head)`:
 body -> pooled features -> an identity tap `features` -> linear head -> logits. The tap makes the
 head's input (fexbench's "penultimate" layer) a module output, whatever the architecture does in
-its forward (a ViT slices its CLS token functionally), and it lets bench.finetune swap the head.
+its forward (a ViT slices its CLS token functionally), and it lets fexbench.models.finetune swap the head.
 The preprocessing is the model's own (the transformers image processor, the timm data config's
 eval transform, open_clip's validation transform) applied to our uint8 NHWC arrays.
 """
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.config import ConfigError, check_device, local_path, looks_local
-from bench.data import DataError
-from bench.subjects import TorchClassifier
+from fexbench.harness.config import ConfigError, check_device, local_path, looks_local
+from fexbench.data.imageset import DataError
+from fexbench.models.subjects import TorchClassifier
 
 FAMILIES = ("transformers", "timm", "open_clip", "safetensors")
 SPEC_KEYS = ("family", "model", "pretrained", "arch", "layer", "image_size", "class_names", "prompt")
@@ -34,7 +34,7 @@ DEFAULT_PROMPT = "a photo of a {}."
 
 
 class SpecError(DataError):
-    """A bad model spec; `key` is the spec key at fault (bench.config prefixes the config's key)."""
+    """A bad model spec; `key` is the spec key at fault (fexbench.harness.config prefixes the config's key)."""
 
     def __init__(self, key: str, reason: str):
         super().__init__(f"{key}: {reason}" if key else reason)
@@ -96,7 +96,7 @@ class HeadedClassifier(nn.Module):
     """body -> pooled features -> `features` (identity tap, "penultimate") -> `head` -> logits.
 
     A headless backbone (an open_clip tower without class names, a checkpoint without a
-    classifier) has an identity head: its logits are its features until bench.finetune fits one.
+    classifier) has an identity head: its logits are its features until fexbench.models.finetune fits one.
     open_clip towers are L2-normalised, as CLIP's zero-shot classifier needs.
     """
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.cache import atomic_write
-from bench.contract import Explanation
+from fexbench.core.cache import atomic_write
+from fexbench.core.contract import Explanation
 
 
 def word_cloud_png(explanation: Explanation, path: str | Path, width: int = 640, height: int = 360,

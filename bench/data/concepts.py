@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 import simplemma
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from bench.contract import Explanation
+from fexbench.core.contract import Explanation
 
 EXTRA_STOP_WORDS = frozenset({"photo", "picture", "image", "shape", "there", "object", "thing", "look", "like"})
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | EXTRA_STOP_WORDS

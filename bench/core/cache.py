@@ -24,11 +24,6 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def derive_seed(*parts: Any) -> int:
-    """An independent 32-bit seed for a named purpose, e.g. derive_seed(env.seed, "train", rho, seed)."""
-    return int(stable_hash(list(parts), 8), 16)
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
-from bench.contract import Subject
-from bench.data import ImageSet
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.core.contract import Subject
+from fexbench.data.imageset import ImageSet
 
 from tqdm.auto import tqdm
 

@@ -13,16 +13,16 @@ caption per line) or a Hugging Face dataset column (COCO, CC3M, a LAION subset).
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from bench import world
-from bench.cache import ArrayCache, atomic_write, stable_hash
-from bench.data import DataError
+from fexbench.data import world
+from fexbench.core.cache import ArrayCache, atomic_write, stable_hash
+from fexbench.core.seeds import derive_seed
+from fexbench.data.imageset import DataError
 
 # Words of captions; all from the world caption templates, so the embedded tokenizer knows them.
 _DISTRACTOR_TEMPLATES = ("a photo of {x}", "{x} on {y}", "a picture of {x} and {y}", "a drawing of {x}",
@@ -36,7 +36,7 @@ def captions_sha256(captions: Sequence[str]) -> str:
 def distractor_captions(n: int, seed: int, objects: Sequence[str] = ()) -> list[str]:
     """Captions no world image matches: world objects on non-world things, non-world things on
     world backgrounds, non-world things alone (words from world_concepts.DISTRACTORS)."""
-    from bench.world_concepts import DISTRACTORS
+    from fexbench.data.world_concepts import DISTRACTORS
 
     rng = np.random.default_rng([seed, 2])
     things = [f"{'an' if w[0] in 'aeiou' else 'a'} {w}" for w in DISTRACTORS]
@@ -58,7 +58,7 @@ def distractor_captions(n: int, seed: int, objects: Sequence[str] = ()) -> list[
 
 def world_bank_captions(n_scenes: int = 3000, n_distractors: int = 1500, seed: int = 0) -> tuple[str, ...]:
     """Unique world captions of fresh scenes (own seed) plus distractor captions, shuffled."""
-    s = int(stable_hash(["fexbench-caption-bank", "scenes", seed], 8), 16)
+    s = derive_seed("fexbench-caption-bank", "scenes", seed)
     scenes, _ = world.imagenet9_scenes(n_scenes, s, p_native=0.0)
     real = list(world.captions(scenes, s))
     objects = [c.split(" on ")[0] for c in real if " on " in c]  # world object phrases, e.g. "a red disk"
@@ -268,55 +268,6 @@ def factory(env: Any, path: str | None = None, dataset: str | None = None, colum
         return CaptionBank.from_hf_dataset(dataset, column, clip, split=split, config=config, limit=limit,
                                            cache_dir=env.cache_dir)
     return CaptionBank.from_texts(world_bank_captions(**DEFAULT_BANK), clip, env.cache_dir, name="world-bank")
-
-
-def retrieval_benchmark(argv: Sequence[str] | None = None) -> int:
-    """`fexbench bench retrieval`: FAISS build time, query latency and recall vs exact on random embeddings."""
-    import argparse
-
-    import faiss
-
-    parser = argparse.ArgumentParser(prog="fexbench bench retrieval", description=retrieval_benchmark.__doc__)
-    parser.add_argument("--n", type=int, default=1_000_000, help="bank size (default %(default)s)")
-    parser.add_argument("--dim", type=int, default=64, help="embedding dimension (default %(default)s)")
-    parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default sqrt(n), at most n / 39)")
-    parser.add_argument("--nprobe", default="8,32,128", help="lists probed per query, comma-separated")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(list(argv or []))
-    nprobes = [int(v) for v in str(args.nprobe).split(",") if v.strip()]
-    rng = np.random.default_rng(args.seed)
-    bank = rng.standard_normal((args.n, args.dim), dtype=np.float32)
-    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    random_q = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
-    random_q /= np.linalg.norm(random_q, axis=1, keepdims=True)
-    near_q = bank[rng.integers(0, args.n, args.queries)] + 0.5 / np.sqrt(args.dim) * rng.standard_normal(
-        (args.queries, args.dim), dtype=np.float32)
-    near_q /= np.linalg.norm(near_q, axis=1, keepdims=True)
-
-    print(f"bank: {args.n:,} random unit embeddings, dimension {args.dim}; {args.queries} queries, top-{args.k}; "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
-    t0, c0 = time.perf_counter(), time.process_time()
-    index = build_ivf_index(bank, args.nlist, nprobes[0], seed=args.seed)
-    print(f"IndexIVFFlat(nlist={index.nlist}) build (k-means train + add): {time.perf_counter() - t0:.1f} s wall "
-          f"({time.process_time() - c0:.1f} s CPU)")
-    exact_top_k(bank, random_q[:1], args.k)  # warm-up
-    for label, q in (("random queries", random_q), ("queries near a bank item", near_q)):
-        t0, c0 = time.perf_counter(), time.process_time()
-        _, exact_i = exact_top_k(bank, q, args.k)
-        t_exact, c_exact = time.perf_counter() - t0, time.process_time() - c0
-        print(f"{label}: exact batched matmul {t_exact:.3f} s wall ({c_exact:.3f} s CPU) per {args.queries} queries")
-        for nprobe in nprobes:
-            index.nprobe = nprobe
-            index.search(q[:1], args.k)  # warm-up
-            t0, c0 = time.perf_counter(), time.process_time()
-            _, ivf_i = index.search(q, args.k)
-            t_ivf, c_ivf = time.perf_counter() - t0, time.process_time() - c0
-            recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(exact_i, ivf_i)])
-            print(f"  faiss-ivf nprobe={nprobe:<4d} {t_ivf:.4f} s wall ({c_ivf:.3f} s CPU) per {args.queries} queries, "
-                  f"recall@{args.k} vs exact {recall:.3f}")
-    return 0
 
 
 def default_bank_id() -> str:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from bench import world
-from bench.concepts import Concept, ConceptVocabulary
+from fexbench.data import world
+from fexbench.data.concepts import Concept, ConceptVocabulary
 
 GROUP_WORDS = {
     "water": ("water", "sea", "wave", "ocean", "lake", "pond", "river", "shore", "beach", "coast", "wet"),

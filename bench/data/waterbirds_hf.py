@@ -6,7 +6,7 @@ bench/waterbirds_wilds.py gives: class_names ("landbird", "waterbird"), metadata
 ("land", "water"), so tasks cannot tell the sources apart. Labels and places are checked row by
 row (a wrong code silently moves images between groups, and worst-group accuracy is computed on
 exactly those groups). Images are read undecoded from the dataset (`Image(decode=False)`) and
-decoded in parallel by bench.images, so a corrupt image is reported by path and counted.
+decoded in parallel by fexbench.data.images, so a corrupt image is reported by path and counted.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.config import looks_local
-from bench.data import DataError, ImageSet
-from bench.images import ImageItem, decode_images
+from fexbench.harness.config import looks_local
+from fexbench.data.imageset import DataError, ImageSet
+from fexbench.data.images import ImageItem, decode_images
 
 CLASS_NAMES = ("landbird", "waterbird")
 PLACE_NAMES = ("land", "water")

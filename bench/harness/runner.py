@@ -19,12 +19,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
-from bench import registry
-from bench.cache import ArrayCache, stable_hash
-from bench.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
-from bench.metrics import pool_seeds
-from bench.resources import LazyResources
-from bench.results import JobResult, ResultsError, read_result, result_path, write_result
+from fexbench.core import registry
+from fexbench.core.cache import ArrayCache, stable_hash
+from fexbench.core.seeds import derive_seed
+from fexbench.core.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
+from fexbench.core.metrics import pool_seeds
+from fexbench.resources.lazy import LazyResources
+from fexbench.core.results import JobResult, ResultsError, read_result, result_path, write_result
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def explainer_seeds(explainer: Explainer, env: Environment) -> list[int]:
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"explainer {explainer.name!r}: the number of explainer seeds must be a positive "
                          f"integer, not {count!r}")
-    return [env.seed] + [int(stable_hash([env.seed, "explainer-seed", r], 8), 16) for r in range(1, count)]
+    return [env.seed] + [derive_seed(env.seed, "explainer-seed", r) for r in range(1, count)]
 
 
 def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,

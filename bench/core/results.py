@@ -15,8 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
-from bench.cache import atomic_write_json
-from bench.metrics import MetricValue
+from fexbench.core.cache import atomic_write_json
+from fexbench.core.metrics import MetricValue
 
 SCHEMA_VERSION = 2  # 2: metrics carry `seed_values`, config carries `explainer_seeds`
 READABLE_VERSIONS = (1, 2)  # version 1 is version 2 with one explainer seed

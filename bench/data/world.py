@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from bench.data import DataError, ImageSet
+from fexbench.data.imageset import DataError, ImageSet
 
 # Bump when rendering changes: cache keys include it, so old renders are never reused.
 VERSION = 2

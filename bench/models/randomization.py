@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bench.cache import derive_seed
-from bench.contract import Subject
-from bench.subjects import TorchClassifier
+from fexbench.core.seeds import derive_seed
+from fexbench.core.contract import Subject
+from fexbench.models.subjects import TorchClassifier
 
 # SmallCNN's parameterised modules, top (output) first: the order of Adebayo's cascade.
 SMALL_CNN_CASCADE = ("head", "hidden", "block3", "block2", "block1")

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from bench.registry import Registry
-
-resources: Registry = Registry("fexbench.resources", "resource")
-
-
-def register_resource(name: str, factory: Any) -> Any:
-    return resources.register(name, factory)
+from fexbench.core.registry import register_resource, resources  # noqa: F401  (re-exported)
 
 
 class LazyResources(Mapping[str, Any]):

@@ -105,7 +105,7 @@ class Context:
 
 @dataclass(frozen=True, eq=False)
 class Subject:
-    """A classifier under study. `model` is a bench.subjects.TorchClassifier: named layers, activations."""
+    """A classifier under study. `model` is a fexbench.models.subjects.TorchClassifier: named layers, activations."""
 
     name: str
     model: Any
@@ -186,7 +186,7 @@ class Prepared:
 @dataclass(frozen=True)
 class Scored:
     """Metric values (with CIs) and the per-subject raw numbers behind them. `estimates` (optional,
-    bench.metrics.Estimate) keep each metric's per-unit columns, so that the harness can score a
+    fexbench.core.metrics.Estimate) keep each metric's per-unit columns, so that the harness can score a
     stochastic explainer over several seeds (mean of the seeds' statistics, CI by bootstrap)."""
 
     metrics: tuple[Any, ...]  # MetricValue

@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from bench.cache import atomic_write, stable_hash
+from fexbench.core.cache import atomic_write, stable_hash
 
 
 class DataError(ValueError):

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from bench.data import DataError, ImageSet
-from bench.images import ImageItem, decode_images
+from fexbench.data.imageset import DataError, ImageSet
+from fexbench.data.images import ImageItem, decode_images
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 CLASS_NAMES = ("landbird", "waterbird")
@@ -36,7 +36,7 @@ def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
     not kept: the release's images have varying sizes).  `limit` keeps that many rows spread
     evenly over the split, not the first rows: metadata.csv is ordered by species, so its head
     is all albatrosses.  Species codes index the species of the whole file, so they agree
-    across splits.  Images are decoded in parallel (bench.images); up to `max_bad_fraction` of
+    across splits.  Images are decoded in parallel (fexbench.data.images); up to `max_bad_fraction` of
     them may be missing or corrupt: those rows are dropped and reported, beyond it a DataError
     names them.
     """

@@ -11,19 +11,18 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench import registry
-from bench.cache import atomic_write_text
-from bench.config import ConfigError, default_config, load_config
-from bench.data import DataError
-from bench.leaderboard import markdown, overview, tables
-from bench.contract import Prepared
-from bench.registry import Registry, RegistryError
-from bench.results import read_results_dir
-from bench.runner import Environment, explain_cases, run
-from bench.wordcloud_png import word_cloud_png
+from fexbench.core import registry
+from fexbench.core.cache import atomic_write_text
+from fexbench.harness.config import ConfigError, default_config, load_config
+from fexbench.data.imageset import DataError
+from fexbench.harness.leaderboard import markdown, overview, tables
+from fexbench.core.contract import Prepared
+from fexbench.core.registry import RegistryError
+from fexbench.core.results import read_results_dir
+from fexbench.harness.runner import Environment, explain_cases, run
+from fexbench.harness.wordcloud_png import word_cloud_png
 from tabulate import tabulate
 
-benchmarks: Registry = Registry("fexbench.benchmarks", "benchmark")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,12 +87,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a registered performance benchmark (entry point group fexbench.benchmarks); it prints its figures."""
+def cmd_perf(args: argparse.Namespace) -> int:
+    """Run a registered performance benchmark (entry point group fexbench.perf); it prints its figures."""
     if not args.name:
-        print("benchmarks: " + (", ".join(benchmarks.names()) or "none registered"))
+        print("performance benchmarks: " + (", ".join(registry.perf.names()) or "none registered"))
         return 0
-    return int(benchmarks.get(args.name)(args.args) or 0)
+    return int(registry.perf.get(args.name)(args.args) or 0)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -140,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_explain.add_argument("--seed", type=int, default=0)
     p_explain.add_argument("--quiet", action="store_true")
     p_explain.set_defaults(func=cmd_explain)
-    p_bench = sub.add_parser("bench", help="performance benchmarks; each prints its figures")
-    p_bench.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
-    p_bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
-    p_bench.set_defaults(func=cmd_bench)
+    p_perf = sub.add_parser("perf", help="performance benchmarks of fexbench's own code (speed, memory); "
+                                         "each prints its figures")
+    p_perf.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
+    p_perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
+    p_perf.set_defaults(func=cmd_perf)
     p_list = sub.add_parser("list", help="list tasks (with metrics) and explainers")
     p_list.set_defaults(func=cmd_list)
     return parser

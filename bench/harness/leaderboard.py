@@ -11,7 +11,7 @@ from typing import Iterable
 
 from tabulate import tabulate
 
-from bench.results import JobResult
+from fexbench.core.results import JobResult
 
 
 def _fmt(value: float, low: float, high: float) -> str:

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from bench import world
-from bench.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
-from bench.concepts import lemma
+from fexbench.data import world
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.core.seeds import derive_seed
+from fexbench.data.concepts import lemma
 
 _WORD = re.compile(r"[a-z]+")
 PAD, UNK, EOS = 0, 1, 2
@@ -77,7 +78,7 @@ class WordTokenizer:
 
 def world_words() -> list[str]:
     """Every word the world's texts use: caption templates, synonyms, colours, sizes, concept words."""
-    from bench.world_concepts import DISTRACTORS, GROUP_WORDS
+    from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS
 
     texts = [t.replace("{obj}", " ").replace("{bg}", " ") for t in world._TEMPLATES]
     texts += [p for forms in world.SYNONYMS.values() for p in forms] + list(world.SYNONYMS)
@@ -325,7 +326,7 @@ def register_config(config: EmbeddedClipConfig, cache_dir: str | Path) -> str:
 
 
 def _seed(*parts: Any) -> int:
-    return int(stable_hash(["fexbench-clip", *parts], 8), 16)
+    return derive_seed("fexbench-clip", *parts)
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,7 @@ def train_embedded_clip(config: EmbeddedClipConfig, cache_dir: str | Path, progr
     images, caption_sets, attributes = pairs.images, pairs.captions, pairs.attributes()
     x_all = _tensor_preprocess(images, config.image_size, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     x_all = x_all.contiguous(memory_format=torch.channels_last)  # 4-8x faster convs on CPU (oneDNN)
-    from bench.caption_bank import distractor_captions
+    from fexbench.resources.caption_bank import distractor_captions
 
     negatives = tokenizer(distractor_captions(2000, _seed("negatives", config.seed)))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import DataError, ImageSet
-from bench.images import ImageItem, decode_images
-from bench.world import VARIANTS  # the challenge's eight test variants, mirrored by the world
+from fexbench.data.imageset import DataError, ImageSet
+from fexbench.data.images import ImageItem, decode_images
+from fexbench.data.world import VARIANTS  # the challenge's eight test variants, mirrored by the world
 
 CLASS_FOLDERS = ("00_dog", "01_bird", "02_wheeled vehicle", "03_reptile", "04_carnivore", "05_insect",
                  "06_musical instrument", "07_primate", "08_fish")

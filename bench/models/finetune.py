@@ -4,7 +4,7 @@ Spurious strength is set the way Waterbirds itself was built: by choosing how ma
 class sit on "their" place (place == label) versus the other place, here by subsampling groups of
 a real split (`subsample_to_rho`). A backbone is then fine-tuned on it, either its head only (a
 linear probe: features are extracted once) or the whole network. Fine-tuned subjects are cached
-like bench.subjects.load_or_train: by a content hash of the backbone spec, the backbone's weights
+like fexbench.models.subjects.load_or_train: by a content hash of the backbone spec, the backbone's weights
 hash, the fine-tuning config and the training data's description, in safetensors.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
-from bench.config import check_device
-from bench.contract import Subject
-from bench.data import DataError, ImageSet
-from bench.pretrained import HeadedClassifier, PretrainedClassifier, amp_dtype, load_classifier, state_dict_sha256
-from bench.subjects import TorchClassifier
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.harness.config import check_device
+from fexbench.core.contract import Subject
+from fexbench.data.imageset import DataError, ImageSet
+from fexbench.models.pretrained import HeadedClassifier, PretrainedClassifier, amp_dtype, load_classifier, state_dict_sha256
+from fexbench.models.subjects import TorchClassifier
 
 try:
     from tqdm.auto import tqdm
@@ -45,7 +45,7 @@ class SubjectSpecError(DataError):
 
 
 def validate_subject(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Check one subject entry of a task's `subjects` list (its backbone is checked by bench.pretrained)."""
+    """Check one subject entry of a task's `subjects` list (its backbone is checked by fexbench.models.pretrained)."""
     unknown = [k for k in spec if k not in SUBJECT_KEYS]
     if unknown:
         raise SubjectSpecError(unknown[0], f"unknown key; subject keys are {', '.join(SUBJECT_KEYS)}")

@@ -1,0 +1,1 @@
+"""The harness: runner, config, leaderboard and the command line."""

@@ -1,0 +1,1 @@
+"""Registered performance benchmarks (`fexbench perf NAME`); each prints its figures."""

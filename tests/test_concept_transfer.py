@@ -5,7 +5,7 @@ import pytest
 from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
 from fexbench.tasks.concept_transfer import (AGREEMENT, ATTRIBUTE_VALUES, ConceptTransfer, best_concept, fit_linear_map,
                                           hit_at_k, jaccard, top_words, wilson_ci)
-from fexbench.tasks.imagenet9 import concept_shares
+from fexbench.data.concepts import concept_shares
 from fexbench.data.world_concepts import world_vocabulary
 from fexbench.data import world
 from conftest import run_baselines

@@ -119,6 +119,9 @@ class Explainer(abc.ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # Bumped whenever the explainer's behaviour changes (its words, weights or their order): the
+    # job key includes it, so a result of the old behaviour is never resumed as current.
+    version: ClassVar[int] = 1
     is_oracle: ClassVar[bool] = False
     # Stochastic: the explanations depend on context.seed. The harness then scores `seeds` explainer
     # seeds (a run may override it) and reports the mean of the seeds' statistics: one draw of a
@@ -159,6 +162,8 @@ class Task(abc.ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # Bumped whenever the task's data, ground truth or scoring changes: part of every job key.
+    version: ClassVar[int] = 1
     metrics: ClassVar[tuple[Any, ...]] = ()
 
     @abc.abstractmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import simplemma
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -94,3 +94,28 @@ class ConceptVocabulary:
         """Weight share on concepts of one kind (and optionally one group)."""
         return sum(v for name, v in self.concept_weights(explanation).items()
                    if self[name].kind == kind and (group is None or self[name].group == group))
+
+
+def concept_shares(vocab: "ConceptVocabulary", explanation: Any, names: Sequence[str]) -> dict[str, float]:
+    """Share of an explanation's weight on each of the concepts `names` (a class concept counts as its shape).
+
+    Unlike the vocabulary's own split, a word's weight is split only among the concepts in `names`
+    that it names: "grass" also names the group concept `land`, which is no background type, and
+    must not halve grass against "lava", which names no group. A word that names several of them
+    ("water": ocean and lake) splits evenly, so "water" alone ties ocean with lake, while "calm
+    water" (a lake synonym) still puts lake first. Words that name none of them weigh nothing.
+    """
+    wanted, shares = set(names), {}
+    total = sum(w for _, w in explanation.concepts)
+    if total <= 0:
+        return shares
+    for text, weight in explanation.concepts:
+        hits = []
+        for word in content_words(text):
+            found = {c.name.removeprefix("class:") for c in vocab.lookup(word)} & wanted
+            if found:
+                hits.append(sorted(found))
+        for found in hits:
+            for name in found:
+                shares[name] = shares.get(name, 0.0) + weight / total / len(hits) / len(found)
+    return shares

@@ -25,7 +25,9 @@ from fexbench.core.seeds import derive_seed
 from fexbench.core.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
 from fexbench.core.metrics import pool_seeds
 from fexbench.resources.lazy import LazyResources
-from fexbench.core.results import JobResult, ResultsError, read_result, result_path, write_result
+from fexbench.core.results import JobResult, ResultsError, package_versions, read_result, result_path, write_result
+
+FEXBENCH_VERSION = package_versions().get("fexbench", "unknown")
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,22 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
     return explanations, fit_s, explain_s
 
 
+def code_versions(task: Task, explainer: Explainer, resource_names: Sequence[str] = ()) -> dict[str, Any]:
+    """The behaviour versions a job's result depends on: fexbench's release, the task's and the
+    explainer's `version`, and each resource provider's (a factory's `version` attribute, 1 if it
+    declares none). A bump of any of them gives a new job key, so the old result is recomputed."""
+    return {"fexbench": FEXBENCH_VERSION, "task": int(getattr(task, "version", 1)),
+            "explainer": int(getattr(explainer, "version", 1)),
+            "resources": {n: int(getattr(_resource_factory(n), "version", 1)) for n in sorted(resource_names)}}
+
+
+def _resource_factory(name: str) -> Any:
+    try:
+        return registry.resources.get(name)
+    except registry.RegistryError:
+        return None
+
+
 def explainer_seeds(explainer: Explainer, env: Environment) -> list[int]:
     """The context seeds an explainer is scored over: the run seed first (so one seed is exactly a
     plain run), then seeds derived from it. Deterministic explainers get the run seed only."""
@@ -166,7 +184,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
                        "explainer_config": probe.config(), "seed": env.seed, "explainer_seeds": seeds,
                        "hashes": dict(prepared.hashes),
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
-                       "resource_identities": identities}, 24)
+                       "resource_identities": identities,
+                       "versions": code_versions(task, probe, probe.resource_names())}, 24)
     if resume and path.exists():
         try:
             old = read_result(path)
@@ -175,7 +194,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
         except ResultsError:
             pass  # an unreadable old result is simply recomputed
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
-                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds},
+                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds,
+                          "code_versions": code_versions(task, probe, probe.resource_names())},
                   hashes=dict(prepared.hashes),
                   ground_truth=dict(prepared.ground_truth))
     with PeakMemory() as mem:
@@ -196,12 +216,36 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
             common["hashes"].update({f"resource:{n}": i for n, i in used_ids.items() if i})
             result = JobResult(status="ok", metrics=tuple(metrics), per_subject=dict(scored[0].per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, **common)
-        except Exception as exc:  # one failing job never sinks the others
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # one failing job never sinks the others, not even by SystemExit
             tb = traceback.format_exc(limit=-3)
             result = JobResult(status="error", error=f"{type(exc).__name__}: {exc}\n{tb}", **common)
     result = dataclasses.replace(result, wall_time_s=time.perf_counter() - start, peak_rss_mb=mem.peak_mb)
     write_result(env.out_dir, result)
     return result
+
+
+def prepare_failures(task_name: str, explainer_names: Sequence[str], exc: BaseException,
+                     env: Environment) -> list[JobResult]:
+    """One error row per job of a task whose preparation failed, naming the task and the cause.
+    They are written (so summary.md lists them) unless an ok result of an earlier run is there:
+    a failure to prepare today does not erase a good result."""
+    message = (f"task {task_name!r} failed to prepare: {type(exc).__name__}: {exc}\n"
+               f"{traceback.format_exc(limit=-3)}")
+    rows = []
+    for explainer_name in explainer_names:
+        row = JobResult(task=task_name, explainer=explainer_name, oracle=False, status="error",
+                        job_key="", seed=env.seed, error=message)
+        path = result_path(env.out_dir, task_name, explainer_name)
+        try:
+            keep = path.exists() and read_result(path).status == "ok"
+        except ResultsError:
+            keep = False
+        if not keep:
+            write_result(env.out_dir, row)
+        rows.append(row)
+    return rows
 
 
 def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
@@ -212,9 +256,17 @@ def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environm
     task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
     results = []
     for task_name in task_names:
-        task = registry.tasks.get(task_name)(**task_configs.get(task_name, {}))
         t0 = time.perf_counter()
-        prepared = task.prepare(env)
+        try:
+            task = registry.tasks.get(task_name)(**task_configs.get(task_name, {}))
+            prepared = task.prepare(env)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a task that cannot prepare fails its own jobs, not the run
+            failed = prepare_failures(task_name, explainer_names, exc, env)
+            log(f"[{task_name}] ERROR preparing the task: {type(exc).__name__}: {exc}")
+            results.extend(failed)
+            continue
         log(f"[{task_name}] prepared {len(prepared.cases)} subjects in {time.perf_counter() - t0:.1f}s")
         for explainer_name in explainer_names:
             cls = registry.explainers.get(explainer_name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-from fexbench.core.registry import register_resource, resources  # noqa: F401  (re-exported)
+from fexbench.core.registry import register_resource, resources  # noqa: F401  (re-exported for plugins)
 
 
 class LazyResources(Mapping[str, Any]):

@@ -40,7 +40,8 @@ from fexbench.data.concepts import content_words
 from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
 from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean
 from fexbench.models.subjects import cached_activations
-from fexbench.tasks.imagenet9 import CLASS_NAMES, ORACLE_FIELDS, ImageNet9Background, concept_shares
+from fexbench.data.concepts import concept_shares
+from fexbench.tasks.imagenet9_zoo import CLASS_NAMES, IMAGENET9_TASK_OPTIONS, ORACLE_FIELDS, ImageNet9Zoo
 from fexbench.data.world_concepts import world_vocabulary
 
 # The concepts a target's ground truth can be: every attribute value of the world.
@@ -184,12 +185,12 @@ class ConceptTransfer(Task):
         self.imagenet9 = dict(imagenet9 or {})  # ImageNet9Background arguments: same world, same cached subjects
 
     def prepare(self, env: Any) -> Prepared:
-        in9 = ImageNet9Background(**self.imagenet9)
+        in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
         probe = in9.probe_set(env)
         fit = in9.world_set(env, "transfer-fit", self.n_fit, derive_seed(env.seed, "transfer", "fit"), 0.0)
         test = in9.world_set(env, "transfer-test", self.n_test, derive_seed(env.seed, "transfer", "test"), 0.0)
-        source = in9.world_subject(env, self.p_native, self.source_seed)
-        target = in9.world_subject(env, self.p_native, self.target_seed, width=self.target_width)
+        source = in9.subject(env, self.p_native, self.source_seed)
+        target = in9.subject(env, self.p_native, self.target_seed, width=self.target_width)
 
         def feats(subject: Any, data: Any) -> np.ndarray:
             return cached_activations(env.arrays, subject, data, progress=env.progress)["penultimate"].astype(np.float64)

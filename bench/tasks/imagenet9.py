@@ -28,17 +28,15 @@ import numpy as np
 from fexbench.data import imagenet9_challenge as challenge
 from fexbench.data import world
 from fexbench.core.cache import stable_hash
-from fexbench.core.seeds import derive_seed
-from fexbench.data.concepts import Concept, ConceptVocabulary, content_words
-from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.concepts import Concept, ConceptVocabulary, concept_shares
+from fexbench.core.contract import Case, Explanation, Prepared, Scored, Subject, Target, Task
+from fexbench.data.imageset import DataError, ImageSet
 from fexbench.data.imagenet9_challenge import challenge_accuracies
 from fexbench.core.metrics import Estimate, Metric, finite_count, nanmean, spearman
-from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
+from fexbench.models.subjects import cached_activations
+from fexbench.tasks.imagenet9_zoo import CLASS_NAMES, ImageNet9Zoo
 from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
 
-CLASS_NAMES = world.SHAPES
-ORACLE_FIELDS = ("shape", "colour", "size", "background")
 NATIVE_BACKGROUND = tuple(world.BACKGROUNDS[b] for b in world.CLASS_BACKGROUND)  # class index -> its native background
 
 # The real challenge: words for its classes and for what is seen behind objects in photographs.
@@ -77,31 +75,6 @@ SPEARMAN_SUBJECTS = Metric("spearman_subject_bg_gap", "Spearman(mean background 
                            True, (-1.0, 1.0), "faithfulness", chance=0.0)
 
 
-def concept_shares(vocab: Any, explanation: Explanation, names: Sequence[str]) -> dict[str, float]:
-    """Share of an explanation's weight on each of the concepts `names` (a class concept counts as its shape).
-
-    Unlike the vocabulary's own split, a word's weight is split only among the concepts in `names`
-    that it names: "grass" also names the group concept `land`, which is no background type, and
-    must not halve grass against "lava", which names no group. A word that names several of them
-    ("water": ocean and lake) splits evenly, so "water" alone ties ocean with lake, while "calm
-    water" (a lake synonym) still puts lake first. Words that name none of them weigh nothing.
-    """
-    wanted, shares = set(names), {}
-    total = sum(w for _, w in explanation.concepts)
-    if total <= 0:
-        return shares
-    for text, weight in explanation.concepts:
-        hits = []
-        for word in content_words(text):
-            found = {c.name.removeprefix("class:") for c in vocab.lookup(word)} & wanted
-            if found:
-                hits.append(sorted(found))
-        for found in hits:
-            for name in found:
-                shares[name] = shares.get(name, 0.0) + weight / total / len(hits) / len(found)
-    return shares
-
-
 def native_hit(weights: Mapping[str, float], native: str) -> float:
     """1 if the heaviest named background is `native`, 0 if another; a tie shares the credit
     ("water" alone names ocean and lake equally: 0.5 for either); NaN when no background is named."""
@@ -137,47 +110,16 @@ class ImageNet9Background(Task):
     def vocabulary(self) -> ConceptVocabulary:
         return real_imagenet9_vocabulary() if self.real else world_vocabulary(CLASS_NAMES)
 
-    # -- data and subjects (public: concept-transfer and the sanity check reuse them) ----------
-    def world_set(self, env: Any, split: str, n: int, seed: int, p_native: float, variant: str = "original") -> ImageSet:
-        """A rendered split of the ImageNet-9 layout, cached by its generator arguments."""
-        key = {"layout": "imagenet9", "split": split, "n": n, "seed": seed, "p_native": p_native,
-               "variant": variant, "size": self.image_size, "world": world.VERSION}
-        return cached_imageset(env.cache_dir, key, lambda: world.imagenet9_set(
-            n, seed, variant, p_native, self.image_size, name=f"imagenet9-{split}-{variant}"))
-
-    def probe_set(self, env: Any) -> ImageSet:
-        """Probe images with class-independent backgrounds (p_native = 0)."""
-        return self.world_set(env, "probe", self.n_probe, derive_seed(env.seed, "imagenet9", "probe"), 0.0)
-
-    def test_sets(self, env: Any) -> dict[str, ImageSet]:
-        """The eight challenge variants of one test set with native backgrounds, as in the challenge."""
-        seed = derive_seed(env.seed, "imagenet9", "test")
-        return {v: self.world_set(env, "test", self.n_test, seed, 1.0, v) for v in world.VARIANTS}
-
-    def world_subject(self, env: Any, p_native: float, seed: int, width: int | None = None) -> Subject:
-        """A SmallCNN trained on the layout at p_native (cached by its full config and data description)."""
-        width = self.width if width is None else width
-        data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
-        name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
-        return load_or_train(
-            env.cache_dir, name,
-            TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed), CLASS_NAMES,
-            lambda: self.world_set(env, "train", self.n_train, data_seed, p_native),
-            {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
-             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+    # -- data and subjects: the shared zoo (fexbench.tasks.imagenet9_zoo) ----------------------
+    @property
+    def zoo(self) -> ImageNet9Zoo:
+        return ImageNet9Zoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size)
 
     def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...]) -> Case:
-        """The Case of a subject on the probe set: its penultimate features, logits, the vocabulary;
-        the oracle gets the probe's attributes (on the real release, only each image's class)."""
-        acts = cached_activations(env.arrays, subject, probe, progress=env.progress)
-        if self.real:
-            attributes = {"object": tuple(probe.class_names[y] for y in probe.labels)}
-        else:
-            attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in ORACLE_FIELDS}
-        context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
-                          vocabulary=tuple(self.vocabulary().words()), resources=env.resources,
-                          seed=env.seed, device=env.device, cache_dir=env.cache_dir)
-        return Case(subject, context, targets, oracle_attributes=attributes)
+        """The zoo's case, with this task's vocabulary; on the real release the oracle knows only
+        each probe image's class."""
+        attributes = {"object": tuple(probe.class_names[y] for y in probe.labels)} if self.real else None
+        return self.zoo.case(env, subject, probe, targets, tuple(self.vocabulary().words()), attributes)
 
     def measure(self, env: Any, subject: Subject, tests: Mapping[str, ImageSet]) -> dict[str, Any]:
         """Ground truth from the subject's predictions on the eight variants (the challenge's protocol)."""
@@ -192,13 +134,13 @@ class ImageNet9Background(Task):
     def prepare(self, env: Any) -> Prepared:
         if self.real:
             return self._prepare_challenge(env)
-        probe, tests = self.probe_set(env), self.test_sets(env)
+        probe, tests = self.zoo.probe_set(env), self.zoo.test_sets(env)
         targets = tuple(Target("class", i, name) for i, name in enumerate(CLASS_NAMES))
         hashes = {"probe": probe.content_hash, **{f"test:{v}": d.content_hash for v, d in tests.items()}}
         cases, truth = [], {}
         for p_native in self.p_natives:
             for seed in self.seeds:
-                subject = self.world_subject(env, p_native, seed)
+                subject = self.zoo.subject(env, p_native, seed)
                 hashes[f"weights:{subject.name}"] = subject.weights_hash
                 truth[subject.name] = {"p_native": p_native, "seed": seed, **self.measure(env, subject, tests)}
                 cases.append(self.case(env, subject, probe, targets))

@@ -27,7 +27,7 @@ from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
 from fexbench.core.metrics import Estimate, Metric, finite_count, nanmean
 from fexbench.models.randomization import SMALL_CNN_CASCADE, cascade_stages, covers_all, randomised_subject
 from fexbench.models.subjects import cached_activations
-from fexbench.tasks.imagenet9 import CLASS_NAMES, ImageNet9Background
+from fexbench.tasks.imagenet9_zoo import CLASS_NAMES, IMAGENET9_TASK_OPTIONS, ImageNet9Zoo
 
 SIMILARITY = Metric("similarity_randomized", "weighted Jaccard of word weights, trained vs randomised copies "
                     "(every cascade stage), mean over targets", False, (0.0, 1.0), "sanity")
@@ -78,9 +78,9 @@ class SanityRandomization(Task):
         self.imagenet9 = dict(imagenet9 or {})
 
     def prepare(self, env: Any) -> Prepared:
-        in9 = ImageNet9Background(**self.imagenet9)
+        in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
         probe, test = in9.probe_set(env), in9.test_sets(env)["original"]
-        trained = in9.world_subject(env, self.p_native, self.seed)
+        trained = in9.subject(env, self.p_native, self.seed)
         targets = tuple(Target("class", i, name) for i, name in enumerate(CLASS_NAMES))
         base = trained.name
         subjects = [(TRAINED, (), dataclasses.replace(trained, name=f"{base}/{TRAINED}")),

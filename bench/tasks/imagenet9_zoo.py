@@ -1,0 +1,90 @@
+"""The ImageNet-9 layout of the synthetic world and its zoo of 9-class CNNs, shared by three tasks.
+
+`imagenet9-background` measures the zoo's BG-gaps, `concept-transfer` maps between two of its
+subjects, and `sanity-randomization` randomises one of them; `unit-causes` explains their units.
+They all build the same data and subjects through this module, so each is trained once and read
+from the cache by the others, and no task imports another task.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from fexbench.core.contract import Case, Context, Probe, Subject, Target
+from fexbench.core.seeds import derive_seed
+from fexbench.data import world
+from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.world_concepts import world_vocabulary
+from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
+
+CLASS_NAMES = world.SHAPES
+ORACLE_FIELDS = ("shape", "colour", "size", "background")
+# Arguments of the imagenet9-background task that are not the zoo's: accepted in another task's
+# `imagenet9` table (it may copy the task's table) and unused there.
+IMAGENET9_TASK_OPTIONS = ("p_natives", "seeds", "gap_threshold", "n_bootstrap", "data", "subjects")
+
+
+@dataclass(frozen=True)
+class ImageNet9Zoo:
+    """Sizes of the layout's splits and of its subjects' training (the ImageNet-9 task's arguments)."""
+
+    n_train: int = 3000
+    n_probe: int = 900
+    n_test: int = 1800
+    epochs: int = 6
+    width: int = 16
+    image_size: int = 32
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], owner: str, ignore: tuple[str, ...] = ()) -> "ImageNet9Zoo":
+        """The zoo from a task's `imagenet9` table (ImageNet-9 task arguments); other keys of that
+        task (`ignore`) are accepted and unused, any other key is an error naming it."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields - set(ignore))
+        if unknown:
+            raise DataError(f"{owner}: imagenet9.{unknown[0]} is not an option of the ImageNet-9 zoo; "
+                            f"options are {sorted(fields)}")
+        return cls(**{k: v for k, v in options.items() if k in fields})
+
+    def world_set(self, env: Any, split: str, n: int, seed: int, p_native: float, variant: str = "original") -> ImageSet:
+        """A rendered split of the ImageNet-9 layout, cached by its generator arguments."""
+        key = {"layout": "imagenet9", "split": split, "n": n, "seed": seed, "p_native": p_native,
+               "variant": variant, "size": self.image_size, "world": world.VERSION}
+        return cached_imageset(env.cache_dir, key, lambda: world.imagenet9_set(
+            n, seed, variant, p_native, self.image_size, name=f"imagenet9-{split}-{variant}"))
+
+    def probe_set(self, env: Any) -> ImageSet:
+        """Probe images with class-independent backgrounds (p_native = 0)."""
+        return self.world_set(env, "probe", self.n_probe, derive_seed(env.seed, "imagenet9", "probe"), 0.0)
+
+    def test_sets(self, env: Any) -> dict[str, ImageSet]:
+        """The eight challenge variants of one test set with native backgrounds, as in the challenge."""
+        seed = derive_seed(env.seed, "imagenet9", "test")
+        return {v: self.world_set(env, "test", self.n_test, seed, 1.0, v) for v in world.VARIANTS}
+
+    def subject(self, env: Any, p_native: float, seed: int, width: int | None = None) -> Subject:
+        """A SmallCNN trained on the layout at p_native (cached by its full config and data description)."""
+        width = self.width if width is None else width
+        data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
+        name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
+        return load_or_train(
+            env.cache_dir, name,
+            TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            lambda: self.world_set(env, "train", self.n_train, data_seed, p_native),
+            {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
+             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+
+    def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...],
+             vocabulary: tuple[str, ...] | None = None, attributes: Mapping[str, tuple[str, ...]] | None = None) -> Case:
+        """The Case of a subject on a probe set: its penultimate features, logits, the vocabulary;
+        the oracle gets the probe's world attributes (or `attributes` when given)."""
+        acts = cached_activations(env.arrays, subject, probe, progress=env.progress)
+        if attributes is None:
+            attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in ORACLE_FIELDS}
+        if vocabulary is None:
+            vocabulary = tuple(world_vocabulary(CLASS_NAMES).words())
+        context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
+                          vocabulary=vocabulary, resources=env.resources,
+                          seed=env.seed, device=env.device, cache_dir=env.cache_dir)
+        return Case(subject, context, targets, oracle_attributes=attributes)

@@ -7,12 +7,17 @@ against ground truth it measured itself and never showed the explainer.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fexbench.core.cache import ArrayCache
 
 
 class ExplainerError(RuntimeError):
@@ -59,7 +64,12 @@ class Explanation:
     @classmethod
     def from_weights(cls, target: Target, weights: Mapping[str, float], evidence: Sequence[str] = (),
                      top_k: int | None = None) -> "Explanation":
-        """Rank a word -> weight mapping (ties broken by word, so the order is reproducible)."""
+        """Rank a word -> weight mapping (ties broken by word, so the order is reproducible); zero
+        weights are left out, NaN or negative ones are an error like in the constructor."""
+        for word, value in weights.items():  # the same rule as the constructor: never drop a bad weight silently
+            if not (isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value) and value >= 0):
+                raise ExplainerError(f"{target.key}: weight of {word!r} is {value!r}; "
+                                     "weights must be finite and non-negative")
         ranked = sorted(((w, float(v)) for w, v in weights.items()), key=lambda p: (-p[1], p[0]))
         ranked = [p for p in ranked if p[1] > 0][:top_k]
         return cls(target, tuple(ranked), tuple(evidence))
@@ -112,6 +122,48 @@ class Subject:
     class_names: tuple[str, ...]
     weights_hash: str
     config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where things go and how to run: what a task's `prepare` receives, shared by a whole run.
+    Explainers never see it: they get a Context (their own cache area, no ground truth)."""
+
+    cache_dir: Path = Path(".fexbench-cache")
+    out_dir: Path = Path("fexbench-results")
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    amp: bool = True
+    batch_size: int = 256
+    workers: int | None = None
+    max_bad_image_fraction: float = 0.0
+    explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
+    replicates: int = 1  # independent replicates of every task (own world data, zoo, explainer seeds)
+    job_time_limit_s: float | None = None  # per (task, explainer) job; None: no limit
+    job_memory_limit_mb: float | None = None  # per job, above what the process maps at its start
+    resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def replicate(self, index: int) -> "Environment":
+        """The environment of replicate `index`: replicate 0 is the run itself (so one replicate is
+        exactly a plain run); the others get run seeds derived from it, hence their own world data,
+        zoo and explainer seeds, while shared resources (CLIP, captioner, bank) stay shared."""
+        if index == 0:
+            return self
+        from fexbench.core.seeds import derive_seed
+        return dataclasses.replace(self, seed=derive_seed(self.seed, "replicate", index))
+
+    @property
+    def arrays(self) -> "ArrayCache":
+        from fexbench.core.cache import ArrayCache
+        return ArrayCache(self.cache_dir)
+
+    @cached_property
+    def resources(self) -> Mapping[str, Any]:
+        """Shared models and banks (fexbench.resources.lazy.LazyResources), built on first use and
+        kept for the whole run."""
+        from fexbench.resources.lazy import LazyResources
+        return LazyResources(self)
 
 
 class Explainer(abc.ABC):
@@ -167,7 +219,7 @@ class Task(abc.ABC):
     metrics: ClassVar[tuple[Any, ...]] = ()
 
     @abc.abstractmethod
-    def prepare(self, env: Any) -> "Prepared":
+    def prepare(self, env: Environment) -> "Prepared":
         """Build data, subjects and ground truth (cached by content); no explainer is involved."""
 
     @abc.abstractmethod

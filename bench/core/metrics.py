@@ -42,6 +42,7 @@ class MetricValue:
     category: str
     chance: float | None = None
     seed_values: tuple[float, ...] = ()  # one value per explainer seed, when more than one was scored
+    replicate_values: tuple[float, ...] = ()  # one value per replicate (mean over its seeds), when R > 1
 
     @classmethod
     def of(cls, metric: Metric, value: float, ci: tuple[float, float], n: int,

@@ -12,48 +12,20 @@ import dataclasses
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
 from fexbench.core import registry
-from fexbench.core.cache import ArrayCache, stable_hash
+from fexbench.core.cache import stable_hash
 from fexbench.core.seeds import derive_seed
-from fexbench.core.contract import Case, Explainer, ExplainerError, Explanation, Prepared, Task
-from fexbench.core.metrics import pool_seeds
-from fexbench.resources.lazy import LazyResources
+from fexbench.core.contract import Case, Environment, Explainer, ExplainerError, Explanation, Prepared, Task
+from fexbench.harness.pooling import pool
+from fexbench.harness.isolation import JobLimits, SharedInputs, enforced, explainer_view, limits
 from fexbench.core.results import JobResult, ResultsError, package_versions, read_result, result_path, write_result
 
 FEXBENCH_VERSION = package_versions().get("fexbench", "unknown")
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where things go and how to run: shared by every task and explainer of a run."""
-
-    cache_dir: Path = Path(".fexbench-cache")
-    out_dir: Path = Path("fexbench-results")
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    amp: bool = True
-    batch_size: int = 256
-    workers: int | None = None
-    max_bad_image_fraction: float = 0.0
-    explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
-    resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def arrays(self) -> ArrayCache:
-        return ArrayCache(self.cache_dir)
-
-    @cached_property
-    def resources(self) -> LazyResources:
-        """Shared models and banks, built on first use and kept for the whole run."""
-        return LazyResources(self)
 
 
 class PeakMemory:
@@ -121,25 +93,32 @@ def resource_identity(resource: Any) -> str | None:
 
 
 def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int,
-                  used: dict[str, Any] | None = None) -> tuple[dict, float, float]:
-    """Run one explainer over every case: a fresh instance per subject, fit then explain.
-    `used`, when given, collects the shared resources the explainer read (name -> object)."""
+                  used: dict[str, Any] | None = None, registered_name: str = "",
+                  cache_root: Path | None = None) -> tuple[dict, float, float]:
+    """Run one explainer over every case: a fresh instance per subject, fit then explain, each on
+    the isolated view of its case (fexbench.harness.isolation: opaque subject, read-only probe,
+    its own cache area, ground truth for oracles only). `used`, when given, collects the shared
+    resources the explainer read (name -> object)."""
     explanations, fit_s, explain_s = {}, 0.0, 0.0
     for case in prepared.cases:
         explainer = factory()
-        context = case.context
-        if explainer.is_oracle:
-            context = dataclasses.replace(context, attributes=case.oracle_attributes)
-        context = dataclasses.replace(context, seed=seed)
-        if used is not None:
-            context = dataclasses.replace(context, resources=UsedResources(context.resources, used))
+        name = registered_name or explainer.name
+        resources = UsedResources(case.context.resources, used) if used is not None else None
+        root = cache_root if cache_root is not None else Path(case.context.cache_dir)
+        subject, context = explainer_view(case, explainer, name, seed, root, resources)
         t0 = time.perf_counter()
-        explainer = explainer.fit(case.subject, context) or explainer
-        t1 = time.perf_counter()
-        out = explainer.explain(case.subject, case.targets, context)
+        try:
+            explainer = explainer.fit(subject, context) or explainer
+            t1 = time.perf_counter()
+            out = explainer.explain(subject, case.targets, context)
+        except ValueError as exc:
+            if "read-only" in str(exc):
+                raise ExplainerError(f"explainer {name!r} tried to write into its read-only inputs (the probe "
+                                     f"arrays are shared with every other explainer): {exc}") from exc
+            raise
         explain_s += time.perf_counter() - t1
         fit_s += t1 - t0
-        explanations[case.subject.name] = check_explanations(explainer.name, case, out)
+        explanations[case.subject.name] = check_explanations(name, case, out)
     return explanations, fit_s, explain_s
 
 
@@ -169,23 +148,29 @@ def explainer_seeds(explainer: Explainer, env: Environment) -> list[int]:
     return [env.seed] + [derive_seed(env.seed, "explainer-seed", r) for r in range(1, count)]
 
 
-def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
+def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared], explainer_name: str,
             factory: Callable[[], Explainer], env: Environment, resume: bool = True) -> JobResult:
+    """One (task, explainer) job over every replicate of the task (`prepared`: one Prepared per
+    replicate, replicate 0 first) and every explainer seed; resumed when an ok result with the same
+    job key exists."""
+    prepared_list = [prepared] if isinstance(prepared, Prepared) else list(prepared)
     probe = factory()
     path = result_path(env.out_dir, task_name, explainer_name)
     start = time.perf_counter()  # a resource's first build (e.g. training the embedded CLIP) counts
-    seeds, identities, setup_error = [env.seed], {}, None
+    envs = [env.replicate(r) for r in range(len(prepared_list))]
+    seeds, identities, setup_error = [[e.seed] for e in envs], {}, None
     try:
-        seeds = explainer_seeds(probe, env)
+        seeds = [explainer_seeds(probe, e) for e in envs]
         identities = {n: resource_identity(env.resources[n]) for n in probe.resource_names()}
     except Exception as exc:  # a bad seed count or a resource that cannot be built fails this job only
         setup_error = exc
+    versions = code_versions(task, probe, probe.resource_names())
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
-                       "explainer_config": probe.config(), "seed": env.seed, "explainer_seeds": seeds,
-                       "hashes": dict(prepared.hashes),
+                       "explainer_config": probe.config(), "seed": env.seed,
+                       "replicates": [{"seed": e.seed, "explainer_seeds": s, "hashes": dict(p.hashes)}
+                                      for e, s, p in zip(envs, seeds, prepared_list)],
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
-                       "resource_identities": identities,
-                       "versions": code_versions(task, probe, probe.resource_names())}, 24)
+                       "resource_identities": identities, "versions": versions}, 24)
     if resume and path.exists():
         try:
             old = read_result(path)
@@ -193,29 +178,45 @@ def run_job(task_name: str, task: Task, prepared: Prepared, explainer_name: str,
                 return old
         except ResultsError:
             pass  # an unreadable old result is simply recomputed
+    first = prepared_list[0]
+    job_limits = JobLimits(env.job_time_limit_s, env.job_memory_limit_mb)
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
-                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds,
-                          "code_versions": code_versions(task, probe, probe.resource_names())},
-                  hashes=dict(prepared.hashes),
-                  ground_truth=dict(prepared.ground_truth))
+                  config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds[0],
+                          "replicates": len(prepared_list), "code_versions": versions,
+                          "job_limits": enforced(job_limits)},
+                  hashes=dict(first.hashes), ground_truth=dict(first.ground_truth))
     with PeakMemory() as mem:
         try:
             if setup_error is not None:
                 raise setup_error
             used: dict[str, Any] = {}
-            scored, fit_s, explain_s = [], 0.0, 0.0
-            for seed in seeds:
-                explanations, fit_t, explain_t = explain_cases(factory, prepared, seed, used)
-                scored.append(task.score(prepared, explanations))
-                fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
-            metrics = scored[0].metrics if len(seeds) == 1 else \
-                pool_seeds([s.metrics for s in scored], [s.estimates for s in scored])
+            scored: list[list[Any]] = []
+            fit_s = explain_s = 0.0
+            with limits(job_limits, f"explainer {explainer_name!r} on task {task_name!r}"):
+                for replicate, replicate_seeds_ in zip(prepared_list, seeds):
+                    guard = SharedInputs(replicate.cases)
+                    scored.append([])
+                    for seed in replicate_seeds_:
+                        explanations, fit_t, explain_t = explain_cases(factory, replicate, seed, used, explainer_name,
+                                                                       env.cache_dir)
+                        changed = guard.changed()
+                        if changed:
+                            raise ExplainerError(f"explainer {explainer_name!r} modified the shared probe arrays of "
+                                                 f"{', '.join(changed)}; they were restored for the other explainers")
+                        scored[-1].append(task.score(replicate, explanations))
+                        fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
+            pooled = pool(scored, seed=env.seed)
             # the resources this explainer read: their options (paths, names) and content identities
             common["config"]["resources"] = {n: dict(env.resource_configs.get(n, {})) for n in sorted(used)}
             used_ids = {n: resource_identity(used[n]) for n in sorted(used)}  # a bank hashes its embeddings
             common["hashes"].update({f"resource:{n}": i for n, i in used_ids.items() if i})
-            result = JobResult(status="ok", metrics=tuple(metrics), per_subject=dict(scored[0].per_subject),
-                               fit_time_s=fit_s, explain_time_s=explain_s, **common)
+            replicates = tuple({"index": r, "seed": e.seed, "explainer_seeds": s, "hashes": dict(p.hashes),
+                                "ground_truth": dict(p.ground_truth), "per_subject": dict(sc[0].per_subject)}
+                               for r, (e, s, p, sc) in enumerate(zip(envs, seeds, prepared_list, scored))) \
+                if len(prepared_list) > 1 else ()
+            result = JobResult(status="ok", metrics=pooled.metrics, per_subject=dict(scored[0][0].per_subject),
+                               fit_time_s=fit_s, explain_time_s=explain_s, replicates=replicates,
+                               unit_values=pooled.unit_values, **common)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # one failing job never sinks the others, not even by SystemExit
@@ -259,7 +260,7 @@ def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environm
         t0 = time.perf_counter()
         try:
             task = registry.tasks.get(task_name)(**task_configs.get(task_name, {}))
-            prepared = task.prepare(env)
+            prepared = [task.prepare(env.replicate(r)) for r in range(max(1, env.replicates))]
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # a task that cannot prepare fails its own jobs, not the run
@@ -267,7 +268,8 @@ def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environm
             log(f"[{task_name}] ERROR preparing the task: {type(exc).__name__}: {exc}")
             results.extend(failed)
             continue
-        log(f"[{task_name}] prepared {len(prepared.cases)} subjects in {time.perf_counter() - t0:.1f}s")
+        reps = f" x {len(prepared)} replicates" if len(prepared) > 1 else ""
+        log(f"[{task_name}] prepared {len(prepared[0].cases)} subjects{reps} in {time.perf_counter() - t0:.1f}s")
         for explainer_name in explainer_names:
             cls = registry.explainers.get(explainer_name)
             kwargs = dict(explainer_configs.get(explainer_name, {}))

@@ -1,0 +1,122 @@
+"""Pooling one explainer's scores over explainer seeds and replicates into metric values.
+
+A job scores an explainer on R replicates of a task (each its own world data and zoo), each over
+S explainer seeds. A metric's value is the mean over replicates of the mean over seeds of the
+task's statistic over that replicate's units. Its interval must state the uncertainty of the
+benchmark, not of one zoo: with one replicate it is the task's own interval over units (as
+before), with several it is the replicated interval of `fexbench.core.stats`, which resamples
+replicates and the units inside them.
+
+The per-unit columns behind every metric are kept in the result (`unit_values`), with the
+statistic named by its import path, so that paired comparisons, rank groups and `fexbench compare`
+can be recomputed from result files alone, long after the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fexbench.core.contract import Scored
+from fexbench.core.metrics import Estimate, MetricValue, nanmean, pool_seeds
+
+
+def statistic_path(statistic: Callable[..., Any]) -> str:
+    """'module:qualname' of a statistic, so a result file can name it without pickling it."""
+    return f"{statistic.__module__}:{statistic.__qualname__}"
+
+
+def load_statistic(path: str) -> Callable[..., Any]:
+    """The statistic a result file names. Only functions of installed modules are imported (the
+    path is code already on this machine, never data), and only plain module-level functions."""
+    module, _, name = path.partition(":")
+    if not module or not name or "<" in name:
+        raise ValueError(f"statistic {path!r} is not a module-level function path 'module:name'")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"statistic {path!r} is not callable")
+    return obj
+
+
+def _columns(estimates: Sequence[Estimate]) -> list[np.ndarray]:
+    """One replicate's columns over its explainer seeds: (S, n) arrays."""
+    first = estimates[0]
+    return [np.stack([np.asarray(e.columns[i], float) for e in estimates]) for i in range(len(first.columns))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pooled:
+    metrics: tuple[MetricValue, ...]
+    unit_values: Mapping[str, Any]
+
+
+def pool(scored: Sequence[Sequence[Scored]], n_resamples: int = 2000, seed: int = 0) -> Pooled:
+    """scored[r][s]: replicate r, explainer seed s. Returns the pooled metrics and unit values."""
+    first = scored[0][0]
+    if len(scored) == 1:
+        per_seed = scored[0]
+        metrics = per_seed[0].metrics if len(per_seed) == 1 else \
+            pool_seeds([s.metrics for s in per_seed], [s.estimates for s in per_seed])
+    else:
+        metrics = tuple(_pool_replicates(m, scored, n_resamples, seed) for m in first.metrics)
+    return Pooled(tuple(metrics), _unit_values(scored))
+
+
+def _estimates_of(name: str, scored: Sequence[Sequence[Scored]]) -> list[list[Estimate]] | None:
+    out = []
+    for replicate in scored:
+        found = [{e.metric.name: e for e in s.estimates}.get(name) for s in replicate]
+        if any(e is None for e in found):
+            return None
+        out.append(found)
+    return out
+
+
+def _pool_replicates(metric: MetricValue, scored: Sequence[Sequence[Scored]], n_resamples: int,
+                     seed: int) -> MetricValue:
+    from fexbench.core import stats
+
+    per_rep_values = []
+    for replicate in scored:
+        values = [{m.name: m.value for m in s.metrics}.get(metric.name, float("nan")) for s in replicate]
+        per_rep_values.append(nanmean(values))
+    estimates = _estimates_of(metric.name, scored)
+    seed_values = tuple(v for replicate in scored for v in
+                        ({m.name: m.value for m in s.metrics}.get(metric.name, float("nan")) for s in replicate))
+    if estimates is None:  # a task without estimates: the mean over replicates, no interval
+        return dataclasses.replace(metric, value=nanmean(per_rep_values), ci_low=float("nan"), ci_high=float("nan"),
+                                   seed_values=seed_values, replicate_values=tuple(per_rep_values))
+    replicated = stats.Replicated(estimates[0][0].statistic, tuple(tuple(_columns(r)) for r in estimates))
+    value = stats.point(replicated)
+    low, high = stats.interval(replicated, n_resamples=n_resamples, seed=seed)
+    n = sum(int(np.shape(r[0].columns[0])[-1]) if r[0].count is None else
+            int(r[0].count(*_columns(r))) for r in estimates)
+    return dataclasses.replace(metric, value=float(value), ci_low=float(low), ci_high=float(high), n=n,
+                               seed_values=seed_values, replicate_values=tuple(float(v) for v in per_rep_values))
+
+
+def _unit_values(scored: Sequence[Sequence[Scored]]) -> dict[str, Any]:
+    """metric -> {"statistic": path, "replicates": [[column (S x n) as lists], ...]}."""
+    out: dict[str, Any] = {}
+    for metric in scored[0][0].metrics:
+        estimates = _estimates_of(metric.name, scored)
+        if estimates is None:
+            continue
+        out[metric.name] = {"statistic": statistic_path(estimates[0][0].statistic),
+                            "replicates": [[c.tolist() for c in _columns(r)] for r in estimates]}
+    return out
+
+
+def replicated_from_result(unit_values: Mapping[str, Any], metric: str) -> Any:
+    """A `fexbench.core.stats.Replicated` rebuilt from a result file's unit values."""
+    from fexbench.core import stats
+
+    entry = unit_values[metric]
+    statistic = load_statistic(entry["statistic"])
+    replicates = tuple(tuple(np.asarray([[np.nan if v is None else v for v in row] for row in col], float)
+                             for col in rep) for rep in entry["replicates"])
+    return stats.Replicated(statistic, replicates)

@@ -28,6 +28,7 @@ class RandomExplainer(Explainer):
     """Control: words drawn uniformly from the concept vocabulary, with random weights."""
 
     name = "random"
+    control = True
     description = "control: random vocabulary words with random weights (scores at chance)"
     stochastic = True
     seeds = 20  # free to run, and one draw of a control lands in its tail 5% of the time
@@ -51,6 +52,7 @@ class ClassNameExplainer(Explainer):
     """Restates the label: a class target is explained by its class name, a unit by its most aligned class."""
 
     name = "class-name"
+    control = True
     description = "baseline: names the class only (what restating the label earns)"
 
     def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:

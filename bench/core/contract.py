@@ -135,7 +135,7 @@ class Environment:
     device: str = "cpu"
     progress: bool = True
     amp: bool = True
-    batch_size: int = 256
+    batch_size: int = 64  # forward passes of every subject kind; the config's [run] batch_size default
     workers: int | None = None
     max_bad_image_fraction: float = 0.0
     explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
@@ -180,6 +180,11 @@ class Explainer(abc.ABC):
     # noisy method, or of the random control, can land in its tail. Cheap methods can afford many.
     stochastic: ClassVar[bool] = False
     seeds: ClassVar[int] = 1
+    # The target kinds this explainer can explain. A task that sends other kinds gets a "skipped"
+    # row naming them, instead of a failure in the middle of a run.
+    target_kinds: ClassVar[tuple[str, ...]] = ("class", "unit", "direction")
+    # A control (random words, the class name): a reference point, not a method under comparison.
+    control: ClassVar[bool] = False
 
     def fit(self, subject: Subject, context: Context) -> "Explainer":
         return self

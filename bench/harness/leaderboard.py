@@ -1,17 +1,38 @@
-"""Leaderboard tables from job results: one block per task, sorted by the task's first metric.
+"""Leaderboard tables from job results: one block per task, in rank groups of its headline metric.
 
-Sorting and formatting read only the metrics' own metadata (higher_is_better, range), so a new
-metric or task needs no code here. Oracle rows are marked; error rows keep their message.
+A sorted list implies an order; the data may not support it. Rows are therefore grouped by rank
+(fexbench.harness.comparisons: paired tests over the same units and replicates, Holm-corrected):
+an explainer's rank is one plus the number of explainers significantly better than it, so methods
+the data cannot separate share a rank, shown as a tie ("2=" for a shared second place). Within a
+group rows are in alphabetical order, not by value. Sorting and formatting read only the metrics'
+own metadata (higher_is_better, range), so a new metric or task needs no code here. Oracle rows
+are marked; error rows keep their message.
 """
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections import defaultdict
 from typing import Iterable
 
 from tabulate import tabulate
 
 from fexbench.core.results import JobResult
+from fexbench.harness.comparisons import TaskRanking, rank_all
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object, markdown: bool = False) -> str:
+    """A string from a result file made safe to print: control characters (ANSI escapes, newlines)
+    removed; for Markdown also HTML special characters and table pipes escaped, so a crafted
+    explainer name or error message cannot inject markup into summary.md or a rendered page."""
+    text = _CONTROL.sub(" ", str(text))
+    if markdown:
+        text = html.escape(text, quote=True).replace("|", "\\|").replace("`", "&#96;")
+    return text
 
 
 def _fmt(value: float, low: float, high: float) -> str:
@@ -32,22 +53,40 @@ def _seeds(result: JobResult) -> str:
     return str(n)
 
 
-def _sort_key(result: JobResult) -> tuple:
+def _rank_label(explainer: str, ranking: TaskRanking | None) -> str:
+    if ranking is None or explainer not in ranking.ranks:
+        return "-"
+    rank = ranking.ranks[explainer]
+    tied = sum(1 for r in ranking.ranks.values() if r == rank) > 1
+    return f"{rank}{'=' if tied else ''}"
+
+
+def _sort_key(result: JobResult, ranking: TaskRanking | None = None) -> tuple:
     if result.status != "ok" or not result.metrics:
-        return (1, 0.0, result.explainer)
+        return (2, 0, 0.0, result.explainer)
+    if ranking is not None and result.explainer in ranking.ranks:
+        return (0, ranking.ranks[result.explainer], 0.0, result.explainer)
     first = result.metrics[0]
     value = first.value if math.isfinite(first.value) else -math.inf
-    return (0, -value if first.higher_is_better else value, result.explainer)
+    return (1, 0, -value if first.higher_is_better else value, result.explainer)
 
 
-def tables(results: Iterable[JobResult], fmt: str = "simple") -> dict[str, str]:
+def _replicates(result: JobResult) -> str:
+    return str(max(1, len(result.replicates)))
+
+
+def tables(results: Iterable[JobResult], fmt: str = "simple",
+           rankings: dict[str, TaskRanking] | None = None) -> dict[str, str]:
     """task name -> rendered table (tabulate format `fmt`: 'simple' for a terminal, 'github' for Markdown)."""
+    results = list(results)
+    rankings = rank_all(results) if rankings is None else rankings
     by_task: dict[str, list[JobResult]] = defaultdict(list)
     for r in results:
         by_task[r.task].append(r)
     out = {}
     for task, rows in by_task.items():
-        rows = sorted(rows, key=_sort_key)
+        ranking = rankings.get(task)
+        rows = sorted(rows, key=lambda r: _sort_key(r, ranking))
         metric_names: list[str] = []
         arrows: dict[str, str] = {}
         for r in rows:
@@ -55,21 +94,27 @@ def tables(results: Iterable[JobResult], fmt: str = "simple") -> dict[str, str]:
                 if m.name not in arrows:
                     metric_names.append(m.name)
                     arrows[m.name] = "↑" if m.higher_is_better else "↓"
-        headers = ["explainer", *[f"{n} {arrows[n]}" for n in metric_names], "seeds", "time s", "peak MB", "status"]
+        headers = ["rank", "explainer", *[f"{n} {arrows[n]}" for n in metric_names], "replicates", "seeds",
+                   "time s", "peak MB", "status"]
         body = []
         for r in rows:
             values = {m.name: _fmt(m.value, m.ci_low, m.ci_high) for m in r.metrics}
-            name = f"{r.explainer} (oracle)" if r.oracle else r.explainer
-            status = "ok" if r.status == "ok" else "error: " + (r.error or "").splitlines()[0][:80]
-            body.append([name, *[values.get(n, "") for n in metric_names], _seeds(r),
+            md = fmt != "simple"
+            name = clean(f"{r.explainer} (oracle)" if r.oracle else r.explainer, md)
+            status = "ok" if r.status == "ok" else f"{r.status}: " + clean(((r.error or "").splitlines() or [""])[0][:80], md)
+            body.append([_rank_label(r.explainer, ranking), name, *[values.get(n, "") for n in metric_names],
+                         _replicates(r), _seeds(r),
                          f"{r.fit_time_s + r.explain_time_s:.2f}", f"{r.peak_rss_mb:.0f}", status])
         out[task] = tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
     return out
 
 
-def overview(results: Iterable[JobResult], fmt: str = "simple") -> str:
-    """One row per explainer, one column per task: that task's headline (first) metric."""
+def overview(results: Iterable[JobResult], fmt: str = "simple",
+             rankings: dict[str, TaskRanking] | None = None) -> str:
+    """One row per explainer, one column per task: that task's headline (first) metric, with the
+    explainer's rank group on it in parentheses."""
     results = [r for r in results]
+    rankings = rank_all(results) if rankings is None else rankings
     tasks = list(dict.fromkeys(r.task for r in results))
     cells: dict[str, dict[str, str]] = defaultdict(dict)
     oracle: dict[str, bool] = {}
@@ -80,20 +125,40 @@ def overview(results: Iterable[JobResult], fmt: str = "simple") -> str:
         headers.append(f"{task}: {head.name} {'↑' if head.higher_is_better else '↓'}" if head else task)
         for r in rows:
             oracle[r.explainer] = r.oracle
+            rank = _rank_label(r.explainer, rankings.get(task))
             cells[r.explainer][task] = (_fmt(r.metrics[0].value, r.metrics[0].ci_low, r.metrics[0].ci_high)
-                                        if r.status == "ok" and r.metrics else "error")
+                                        + (f" ({rank})" if rank != "-" else "")
+                                        if r.status == "ok" and r.metrics else r.status)
     order = sorted(cells, key=lambda e: (not oracle[e], e))
-    body = [[f"{e} (oracle)" if oracle[e] else e, *[cells[e].get(t, "") for t in tasks]] for e in order]
+    md = fmt != "simple"
+    body = [[clean(f"{e} (oracle)" if oracle[e] else e, md), *[cells[e].get(t, "") for t in tasks]] for e in order]
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
-def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard") -> str:
+def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard", notes: Iterable[str] = ()) -> str:
     results = list(results)
+    rankings = rank_all(results)
+    replicates = max((len(r.replicates) for r in results), default=0) or 1
     parts = [f"# {title}", "",
-             "Values are point estimates with bootstrap 95% CIs; ↑ higher is better, ↓ lower is better. "
-             "Oracle rows read ground truth and mark the ceiling. A stochastic explainer's row is the mean over "
-             "its explainer seeds (`seeds`: how many, and the spread of the first metric over them).", ""]
-    parts += ["## Overview (each task's headline metric)", "", overview(results, fmt="github"), ""]
-    for task, table in tables(results, fmt="github").items():
-        parts += [f"## {task}", "", table, ""]
+             "Values are point estimates with 95% CIs; ↑ higher is better, ↓ lower is better. "
+             + (f"Each value is the mean over {replicates} independent replicates (own world data, zoo and "
+                "explainer seeds) and its CI states the uncertainty of the benchmark (Student t over replicates). "
+                if replicates > 1 else
+                "With one replicate a CI is the bootstrap over the units of that one zoo: it leaves out the "
+                "variation between zoos. ")
+             + "**rank** is the rank group on the task's headline (first) metric: one plus the number of "
+             "explainers that are significantly better (paired tests over the same units and replicates, "
+             "Holm-corrected, 5%); a shared rank (`2=`) means the data cannot order those explainers, and "
+             "rows inside a group are alphabetical. Oracle rows read ground truth and mark the ceiling. A "
+             "stochastic explainer's row is the mean over its explainer seeds (`seeds`: how many, and the "
+             "spread of the first metric over them).", ""]
+    parts += [str(n) for n in notes]
+    parts += ["## Overview (each task's headline metric, rank group in parentheses)", "",
+              overview(results, fmt="github", rankings=rankings), ""]
+    for task, table in tables(results, fmt="github", rankings=rankings).items():
+        parts += [f"## {clean(task, True)}", "", table, ""]
+        ranking = rankings.get(task)
+        if ranking is not None and ranking.excluded:
+            parts += ["Not ranked: " + "; ".join(f"{clean(e, True)} ({clean(why, True)})"
+                                                 for e, why in sorted(ranking.excluded.items())), ""]
     return "\n".join(parts)

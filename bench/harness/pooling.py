@@ -91,8 +91,10 @@ def _pool_replicates(metric: MetricValue, scored: Sequence[Sequence[Scored]], n_
         return dataclasses.replace(metric, value=nanmean(per_rep_values), ci_low=float("nan"), ci_high=float("nan"),
                                    seed_values=seed_values, replicate_values=tuple(per_rep_values))
     replicated = stats.Replicated(estimates[0][0].statistic, tuple(tuple(_columns(r)) for r in estimates))
-    value = stats.point(replicated)
-    low, high = stats.interval(replicated, n_resamples=n_resamples, seed=seed)
+    ci = stats.interval(replicated, n_resamples=n_resamples, seed=seed)
+    value, low, high = ci.value, ci.low, ci.high
+    lo_range, hi_range = metric.value_range  # a t interval can reach past the metric's range
+    low, high = max(low, lo_range), min(high, hi_range)
     n = sum(int(np.shape(r[0].columns[0])[-1]) if r[0].count is None else
             int(r[0].count(*_columns(r))) for r in estimates)
     return dataclasses.replace(metric, value=float(value), ci_low=float(low), ci_high=float(high), n=n,

@@ -9,6 +9,7 @@ seeds; the result's per-subject numbers are those of the first seed (the run see
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import traceback
@@ -18,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import psutil
 
 from fexbench.core import registry
-from fexbench.core.cache import stable_hash
+from fexbench.core.cache import atomic_write_json, stable_hash, warn
 from fexbench.core.seeds import derive_seed
 from fexbench.core.contract import Case, Environment, Explainer, ExplainerError, Explanation, Prepared, Task
 from fexbench.harness.pooling import pool
@@ -122,6 +123,17 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
     return explanations, fit_s, explain_s
 
 
+EVIDENCE_KEPT = 20  # evidence lines kept per explanation in a result file (TExplain samples hundreds)
+
+
+def explanation_record(explanations: Mapping[str, Sequence[Explanation]]) -> dict[str, Any]:
+    """Explanations as plain JSON: subject -> per target its key, name, kind, concepts and evidence."""
+    return {subject: [{"target": e.target.key, "name": e.target.name, "kind": e.target.kind, "index": e.target.index,
+                       "concepts": [[w, float(v)] for w, v in e.concepts],
+                       "evidence": list(e.evidence[:EVIDENCE_KEPT]), "evidence_total": len(e.evidence)}
+                      for e in exps] for subject, exps in explanations.items()}
+
+
 def code_versions(task: Task, explainer: Explainer, resource_names: Sequence[str] = ()) -> dict[str, Any]:
     """The behaviour versions a job's result depends on: fexbench's release, the task's and the
     explainer's `version`, and each resource provider's (a factory's `version` attribute, 1 if it
@@ -172,25 +184,36 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
                        "resource_identities": identities, "versions": versions}, 24)
     if resume and path.exists():
-        try:
+        try:  # only a verified ok result of this very job is reused; anything else is named and recomputed
             old = read_result(path)
             if old.status == "ok" and old.job_key == key:
-                return old
-        except ResultsError:
-            pass  # an unreadable old result is simply recomputed
+                if old.digest is not None:
+                    return dataclasses.replace(old, resumed=True)
+                warn(f"{path}: no recorded digest (written by an older fexbench); recomputing it")
+        except ResultsError as exc:
+            warn(f"{exc}; recomputing it")
     first = prepared_list[0]
     job_limits = JobLimits(env.job_time_limit_s, env.job_memory_limit_mb)
+    unsupported = sorted({t.kind for p in prepared_list for c in p.cases for t in c.targets}
+                         - set(getattr(probe, "target_kinds", ("class", "unit", "direction"))))
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
                   config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds[0],
                           "replicates": len(prepared_list), "code_versions": versions,
                           "job_limits": enforced(job_limits)},
                   hashes=dict(first.hashes), ground_truth=dict(first.ground_truth))
+    if unsupported and setup_error is None:
+        result = JobResult(status="skipped", error=f"explainer {explainer_name!r} explains only "
+                           f"{', '.join(probe.target_kinds)} targets; task {task_name!r} also sends "
+                           f"{', '.join(unsupported)} targets", **common)
+        write_result(env.out_dir, result)
+        return result
     with PeakMemory() as mem:
         try:
             if setup_error is not None:
                 raise setup_error
             used: dict[str, Any] = {}
             scored: list[list[Any]] = []
+            kept: dict[str, Any] = {}
             fit_s = explain_s = 0.0
             with limits(job_limits, f"explainer {explainer_name!r} on task {task_name!r}"):
                 for replicate, replicate_seeds_ in zip(prepared_list, seeds):
@@ -204,6 +227,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                             raise ExplainerError(f"explainer {explainer_name!r} modified the shared probe arrays of "
                                                  f"{', '.join(changed)}; they were restored for the other explainers")
                         scored[-1].append(task.score(replicate, explanations))
+                        if not kept:
+                            kept = explanation_record(explanations)
                         fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
             pooled = pool(scored, seed=env.seed)
             # the resources this explainer read: their options (paths, names) and content identities
@@ -216,7 +241,7 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                 if len(prepared_list) > 1 else ()
             result = JobResult(status="ok", metrics=pooled.metrics, per_subject=dict(scored[0][0].per_subject),
                                fit_time_s=fit_s, explain_time_s=explain_s, replicates=replicates,
-                               unit_values=pooled.unit_values, **common)
+                               unit_values=pooled.unit_values, explanations=kept, **common)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # one failing job never sinks the others, not even by SystemExit
@@ -256,6 +281,7 @@ def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environm
     """Prepare each task once, then run every explainer on it."""
     task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
     results = []
+    timing: dict[str, Any] = {"replicates": max(1, env.replicates), "tasks": {}}
     for task_name in task_names:
         t0 = time.perf_counter()
         try:
@@ -268,13 +294,41 @@ def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environm
             log(f"[{task_name}] ERROR preparing the task: {type(exc).__name__}: {exc}")
             results.extend(failed)
             continue
+        timing["tasks"][task_name] = {"prepare_s": time.perf_counter() - t0, "jobs_s": {}}
         reps = f" x {len(prepared)} replicates" if len(prepared) > 1 else ""
         log(f"[{task_name}] prepared {len(prepared[0].cases)} subjects{reps} in {time.perf_counter() - t0:.1f}s")
         for explainer_name in explainer_names:
-            cls = registry.explainers.get(explainer_name)
             kwargs = dict(explainer_configs.get(explainer_name, {}))
-            result = run_job(task_name, task, prepared, explainer_name, lambda: cls(**kwargs), env, resume)
-            status = "ok" if result.status == "ok" else "ERROR: " + (result.error or "").splitlines()[0]
+            try:
+                cls = registry.explainers.get(explainer_name)
+            except registry.RegistryError as exc:  # a broken plugin fails its own jobs only
+                result = JobResult(task=task_name, explainer=explainer_name, oracle=False, status="error",
+                                   job_key="", seed=env.seed, error=str(exc))
+                write_result(env.out_dir, result)
+            else:
+                result = run_job(task_name, task, prepared, explainer_name, lambda: cls(**kwargs), env, resume)
+            status = "ok" if result.status == "ok" else f"{result.status.upper()}: " + (result.error or "").splitlines()[0]
+            status += " (resumed)" if result.resumed else ""
             log(f"[{task_name}] {explainer_name}: {status} ({result.wall_time_s:.1f}s)")
+            if not result.resumed:
+                timing["tasks"][task_name]["jobs_s"][explainer_name] = result.wall_time_s
             results.append(result)
+    write_timing(env.out_dir, timing)
     return results
+
+
+def write_timing(out_dir: Path, timing: Mapping[str, Any]) -> None:
+    """Where this run's time went, per task (preparation of every replicate, each job computed now),
+    merged into the folder's timing.json: `fexbench power` prices designs from it."""
+    path = Path(out_dir) / "timing.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        tasks = dict(old.get("tasks", {})) if isinstance(old, dict) else {}
+    except (OSError, ValueError):
+        tasks = {}
+    for task, entry in timing["tasks"].items():
+        previous = tasks.get(task, {}) if isinstance(tasks.get(task), dict) else {}
+        jobs = {**(previous.get("jobs_s") or {}), **entry["jobs_s"]}
+        prepare = entry["prepare_s"] if entry["jobs_s"] or "prepare_s" not in previous else previous["prepare_s"]
+        tasks[task] = {"prepare_s": prepare, "jobs_s": jobs}
+    atomic_write_json(path, {"replicates": timing["replicates"], "tasks": tasks})

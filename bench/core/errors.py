@@ -1,0 +1,7 @@
+"""The base of every error that is the user's to fix (a bad argument, a missing folder, a folder
+that cannot be compared): the command line prints such an error as one line, exit status 2, never
+a traceback. Errors that are fexbench's own bugs are not UsageErrors and keep their traceback."""
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for or pointed at; the message names it."""

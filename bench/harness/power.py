@@ -1,0 +1,167 @@
+"""`fexbench power`: how small a difference between two explainers a design can detect.
+
+From a pilot run with two or more replicates, for every task's headline metric and every pair of
+compared methods (explainers that are neither oracles nor controls), the paired difference's
+variance components are measured (fexbench.core.stats.pilot_components: between replicates,
+across explainer seeds, per unit) and turned into the minimum detectable difference (MDD) at 80%
+power and a two-sided 5% level, in closed form (noncentral t) and by simulation from the measured
+components. A design is a number of replicates R (each its own world data and zoo) and explainer
+seeds S; its cost comes from the pilot's own timing (`timing.json`: preparation and job time per
+replicate). The command prints, per task, the components, the MDD of the pilot's design and of
+the configured one, and the cheapest design whose worst-pair MDD is at most the target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from tabulate import tabulate
+
+from fexbench.core import registry, stats
+from fexbench.core.errors import UsageError
+from fexbench.core.results import JobResult, read_results_dir
+from fexbench.harness.comparisons import NotComparable, differing_ground_truth, replicated
+
+TIMING = "timing.json"
+
+
+def _is_method(result: JobResult) -> bool:
+    """A compared method: not an oracle (a ceiling) and not a control (random words, class names)."""
+    if result.oracle:
+        return False
+    try:
+        return not getattr(registry.explainers.get(result.explainer), "control", False)
+    except registry.RegistryError:
+        return True
+
+
+@dataclass(frozen=True)
+class PairPower:
+    task: str
+    metric: str
+    a: str
+    b: str
+    components: stats.Components
+    mdd_pilot: float
+    mdd_pilot_simulated: float
+
+
+def pair_powers(results: Sequence[JobResult], n_sim: int = 4000) -> list[PairPower]:
+    by_task: dict[str, list[JobResult]] = {}
+    for r in results:
+        if r.status == "ok" and r.metrics and _is_method(r):
+            by_task.setdefault(r.task, []).append(r)
+    out = []
+    for task, rows in sorted(by_task.items()):
+        metric = rows[0].metrics[0].name
+        rows = sorted(rows, key=lambda r: r.explainer)
+        for i, a in enumerate(rows):
+            for b in rows[i + 1:]:
+                if differing_ground_truth(a, b):
+                    continue
+                try:
+                    ra, rb = replicated(a, metric), replicated(b, metric)
+                except NotComparable:
+                    continue
+                if len(ra.units) < 2:
+                    continue
+                try:
+                    comp = stats.pilot_components(ra, rb, seed=a.seed)
+                except ValueError:
+                    continue
+                r = comp.replicates
+                out.append(PairPower(task, metric, a.explainer, b.explainer, comp,
+                                     stats.minimum_detectable_difference(comp, r),
+                                     stats.simulate_mdd(comp, r, n_sim=n_sim, seed=a.seed)))
+    return out
+
+
+def _seconds_per_replicate(folder: Path, task: str, replicates: int) -> float | None:
+    """The pilot's cost of one replicate of `task`: its preparation plus every job, per replicate."""
+    path = folder / TIMING
+    try:
+        timing = json.loads(path.read_text(encoding="utf-8"))
+        entry = timing["tasks"][task]
+        return (float(entry["prepare_s"]) + float(sum(entry["jobs_s"].values()))) / max(1, replicates)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def report(folder: str | Path, target: float = 0.10, replicates: int | None = None,
+           max_replicates: int = 40, n_sim: int = 4000) -> tuple[str, dict[str, Any]]:
+    folder = Path(folder)
+    results, problems = read_results_dir(folder)
+    if not results:
+        raise UsageError(f"{folder}: no readable results; run a pilot first: fexbench run --replicates 3 --out {folder}")
+    pairs = pair_powers(results, n_sim=n_sim)
+    if not pairs:
+        raise UsageError(f"{folder}: no pair of compared methods with two or more replicates and unit values; "
+                         "run a pilot with --replicates 2 or more (schema-3 results)")
+    lines, summary = [], {}
+    for task in sorted({p.task for p in pairs}):
+        rows = [p for p in pairs if p.task == task]
+        pilot_r = rows[0].components.replicates
+        design_r = replicates or pilot_r
+        table = []
+        for p in rows:
+            c = p.components
+            table.append([f"{p.a} - {p.b}", f"{c.replicate:.4f}", f"{c.seed:.4f}" if c.seed_estimated else "(in replicate)",
+                          f"{c.unit:.4f} / n={c.units}", f"{math.sqrt(c.observed):.3f}" if math.isfinite(c.observed) else "n/a",
+                          _mdd(p.mdd_pilot), _mdd(p.mdd_pilot_simulated),
+                          _mdd(stats.minimum_detectable_difference(c, design_r))])
+        worst = max(rows, key=lambda p: stats.minimum_detectable_difference(p.components, design_r))
+        per_rep = _seconds_per_replicate(folder, task, pilot_r)
+        needed = next((r for r in range(2, max_replicates + 1)
+                       if stats.minimum_detectable_difference(worst.components, r) <= target), None)
+        lines.append(f"== {task}: {rows[0].metric} (pilot: {pilot_r} replicates, {worst.components.units} units each) ==")
+        lines.append(tabulate(table, headers=["pair (a - b)", "var replicate", "var seed", "var unit (per unit)",
+                                              "sd of replicate diff", f"MDD at R={pilot_r}", "MDD simulated",
+                                              f"MDD at R={design_r}"], tablefmt="simple", disable_numparse=True))
+        cost = f"; about {needed * per_rep:.0f} s of this task's compute at the pilot's cost per replicate " \
+               f"({per_rep:.0f} s)" if needed and per_rep else ""
+        if needed:
+            lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} needs {needed} replicates{cost}")
+        else:
+            lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} is out of reach with up to "
+                         f"{max_replicates} replicates at this design (more units per replicate, or fewer methods' "
+                         f"noise, would be needed)")
+        lines.append("")
+        summary[task] = {"metric": rows[0].metric, "pilot_replicates": pilot_r,
+                         "worst_pair": [worst.a, worst.b],
+                         "mdd_at_design": stats.minimum_detectable_difference(worst.components, design_r),
+                         "replicates_for_target": needed, "seconds_per_replicate": per_rep,
+                         "pairs": {f"{p.a} - {p.b}": {"replicate": p.components.replicate, "seed": p.components.seed,
+                                                      "unit": p.components.unit, "units": p.components.units,
+                                                      "mdd_pilot": p.mdd_pilot,
+                                                      "mdd_pilot_simulated": p.mdd_pilot_simulated}
+                                   for p in rows}}
+    for problem in problems:
+        lines.append(f"skipped: {problem}")
+    return "\n".join(lines), summary
+
+
+def _mdd(x: float) -> str:
+    return "inf" if not math.isfinite(x) else f"{x:.3f}"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("power", help="variance components and the minimum detectable difference of a design, "
+                                     "from a pilot run with replicates")
+    p.add_argument("results", nargs="?", default="leaderboard/default",
+                   help="a results folder written with --replicates 2 or more (default: leaderboard/default)")
+    p.add_argument("--target", type=float, default=0.10, help="the MDD to reach (default 0.10)")
+    p.add_argument("--replicates", type=int, help="the design's replicates (default: the pilot's)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_power)
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    if args.replicates is not None and args.replicates < 2:
+        raise UsageError("--replicates must be 2 or more: one replicate cannot measure the spread between zoos")
+    text, summary = report(args.results, args.target, args.replicates)
+    print(json.dumps(summary, indent=2, default=float) if args.json else text)
+    return 0

@@ -1,0 +1,121 @@
+"""`fexbench reproduce DIR`: run a published folder's configuration again and say what moved.
+
+The folder's `run-config.json` is run unchanged except for where results go (a fresh folder) and,
+if asked, the cache; every metric of every job is compared with the published value and interval,
+and the rank groups of every task are recomputed and compared. The environment is compared too:
+packages whose installed version differs from the folder's `environment.lock` are listed first,
+because a different torch alone retrains different subject weights. Exit 0 when every metric is
+within the tolerance and every rank group holds, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from fexbench.core.errors import UsageError
+from fexbench.core.results import read_results_dir
+from fexbench.harness.comparisons import rank_all
+from fexbench.harness.provenance import environment_differences, read_run_config
+
+
+def _differs(a: float, b: float, tolerance: float) -> bool:
+    if not (math.isfinite(a) or math.isfinite(b)):
+        return False  # both undefined
+    return not (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tolerance)
+
+
+def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str | Path | None = None,
+              tolerance: float = 1e-6, log: Any = print) -> tuple[bool, str]:
+    from fexbench.harness.config import validate
+    from fexbench.harness.runner import run
+
+    folder = Path(folder)
+    try:
+        record = read_run_config(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    published, problems = read_results_dir(folder)
+    if not published:
+        raise UsageError(f"{folder}: no readable results to compare with")
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="fexbench-reproduce-"))
+    run_section = dict(record.get("run", {}))
+    run_section["out"] = str(out)
+    if cache_dir is not None:
+        run_section["cache_dir"] = str(cache_dir)
+    run_section["resume"] = False
+    config = validate({**{k: v for k, v in record.items() if k in ("tasks", "explainers", "resources")},
+                       "run": {k: v for k, v in run_section.items() if v is not None}}, f"{folder}/run-config.json")
+    lines = []
+    env_diff = environment_differences(folder)
+    if env_diff:
+        lines.append("environment differs from the folder's lock file (numbers may move for this reason alone):")
+        lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
+    else:
+        lines.append("environment: identical to the folder's lock file")
+    fresh = run(config.task_names(), config.explainer_names(), config.environment(),
+                task_configs=config.task_configs(), explainer_configs=config.explainer_configs(), resume=False,
+                log=log)
+    old = {(r.task, r.explainer): r for r in published}
+    rows, ok = [], True
+    for r in sorted(fresh, key=lambda r: (r.task, r.explainer)):
+        before = old.get((r.task, r.explainer))
+        if before is None:
+            rows.append([r.task, r.explainer, "-", "not in the published folder", "", ""])
+            continue
+        if r.status != before.status:
+            ok = False
+            rows.append([r.task, r.explainer, "-", f"status {before.status} -> {r.status}", "", "DIFFERS"])
+            continue
+        for m in r.metrics:
+            try:
+                p = before.metric(m.name)
+            except KeyError:
+                rows.append([r.task, r.explainer, m.name, "not published", "", ""])
+                continue
+            diff = max(abs(m.value - p.value) if math.isfinite(m.value) and math.isfinite(p.value) else 0.0,
+                       abs(m.ci_low - p.ci_low) if math.isfinite(m.ci_low) and math.isfinite(p.ci_low) else 0.0,
+                       abs(m.ci_high - p.ci_high) if math.isfinite(m.ci_high) and math.isfinite(p.ci_high) else 0.0)
+            bad = any(_differs(x, y, tolerance) for x, y in
+                      ((m.value, p.value), (m.ci_low, p.ci_low), (m.ci_high, p.ci_high)))
+            ok &= not bad
+            rows.append([r.task, r.explainer, m.name, f"{p.value:.4f} -> {m.value:.4f}", f"{diff:.2e}",
+                         "DIFFERS" if bad else "same"])
+    lines.append(tabulate(rows, headers=["task", "explainer", "metric", "published -> now", "max |diff|",
+                                         f"within {tolerance:g}"], tablefmt="simple", disable_numparse=True))
+    before_ranks, now_ranks = rank_all(published), rank_all(fresh)
+    for task in sorted(set(before_ranks) | set(now_ranks)):
+        a = dict(before_ranks[task].ranks) if task in before_ranks else {}
+        b = dict(now_ranks[task].ranks) if task in now_ranks else {}
+        holds = a == b
+        ok &= holds
+        lines.append(f"rank groups of {task}: {'hold' if holds else 'CHANGED'}"
+                     + ("" if holds else f" (published {sorted(a.items())}, now {sorted(b.items())})"))
+    for problem in problems:
+        lines.append(f"skipped published file: {problem}")
+    lines.append(f"reproduced results: {out}")
+    lines.append("REPRODUCED" if ok else "NOT REPRODUCED")
+    return ok, "\n".join(lines)
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="re-run a results folder's configuration and compare every metric "
+                                         "and rank group with it")
+    p.add_argument("folder", help="a results folder written by `fexbench run` (has run-config.json)")
+    p.add_argument("--out", help="where the new results go (default: a new temporary folder)")
+    p.add_argument("--cache-dir", help="cache to use (default: the folder's recorded cache_dir)")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="largest accepted |difference| (default 1e-6)")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import sys
+
+    ok, text = reproduce(args.folder, args.out, args.cache_dir, args.tolerance,
+                         log=lambda s: print(s, file=sys.stderr))
+    print(text)
+    return 0 if ok else 1

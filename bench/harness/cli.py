@@ -17,7 +17,12 @@ from fexbench.harness.config import ConfigError, default_config, load_config
 from fexbench.data.imageset import DataError
 from fexbench.harness.leaderboard import markdown, overview, tables
 from fexbench.core.contract import Prepared
+from fexbench.core.errors import UsageError
 from fexbench.core.registry import RegistryError
+from fexbench.harness import power, reproduce
+from fexbench.core import schema as results_schema
+from fexbench.harness import publish
+from fexbench.harness.provenance import write_run_record
 from fexbench.core.results import read_results_dir
 from fexbench.harness.runner import Environment, explain_cases, run
 from fexbench.harness.wordcloud_png import word_cloud_png
@@ -29,7 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # the config (or the embedded default), then explicit flags on top; all checked before any work
     flags = dict(out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=args.device, tasks=args.tasks,
-                 explainer_seeds=args.explainer_seeds,
+                 explainer_seeds=args.explainer_seeds, replicates=args.replicates,
+                 job_time_limit_s=args.job_time_limit,
                  explainers=args.explainers, progress=False if args.quiet else None,
                  resume=False if args.no_resume else None)
     config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
@@ -55,8 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = sorted(results + [r for r in others if (r.task, r.explainer) not in this_run],
                     key=lambda r: (r.task, r.explainer))
     for problem in problems:
-        print(f"summary: skipped {problem}", file=sys.stderr)
+        print(f"summary: {problem}", file=sys.stderr)  # "skipped <file>: why" or an unverified file
     summary = atomic_write_text(env.out_dir / "summary.md", markdown(folder))
+    write_run_record(env.out_dir, config)  # run-config.json, environment.lock: what `fexbench reproduce` needs
     extra = f" ({len(folder) - len(results)} earlier job files in the folder included)" if len(folder) > len(results) else ""
     print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}{extra}")
     print(f"wall time: {time.perf_counter() - start:.1f}s")
@@ -124,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--explainer-seeds", type=int, metavar="N",
                        help="score every stochastic explainer over N seeds (default 0: each explainer's own "
                             "count, shown by `fexbench list`)")
+    p_run.add_argument("--replicates", type=int, metavar="R",
+                       help="independent replicates of every task: own world data, zoo and explainer seeds "
+                            "(default 1; intervals then state the uncertainty of the benchmark, see docs/statistics.md)")
+    p_run.add_argument("--job-time-limit", type=float, metavar="SECONDS",
+                       help="stop a (task, explainer) job after this long and record it as an error (default: none)")
     p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -144,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
     p_perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
     p_perf.set_defaults(func=cmd_perf)
+    power.add_parser(sub)
+    results_schema.add_parser(sub)  # `schema`, `validate`
+    publish.add_parser(sub)
+    reproduce.add_parser(sub)
     p_list = sub.add_parser("list", help="list tasks (with metrics) and explainers")
     p_list.set_defaults(func=cmd_list)
     return parser
@@ -157,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (RegistryError, DataError, FileNotFoundError, ConfigError) as exc:
+    except (RegistryError, DataError, FileNotFoundError, ConfigError, UsageError) as exc:
         print(f"fexbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -38,7 +38,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fexbench.core import registry
 
@@ -106,23 +108,116 @@ def check_device(device: str) -> str:
 
 
 # -- the config tree ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunSection:
+SEED_MAX = 2**32 - 1  # seeds are numpy/torch seeds: unsigned 32-bit
+# Limits no real run reaches, so a typo or a hostile file fails here, named, and not after hours
+# or gigabytes: the config file's size, list and table lengths, nesting depth, string length.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ENTRIES = 10_000
+MAX_DEPTH = 16
+MAX_STRING = 10_000
+
+
+class RunSection(BaseModel):
     """[run]: where results and caches go and how to compute. Every key is optional."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     out: str = "fexbench-results"
     cache_dir: str = ".fexbench-cache"
-    seed: int = 0
-    explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    explainer_seeds: int = Field(0, ge=0, le=1000)  # seeds per stochastic explainer; 0: each explainer's own
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
     amp: bool = True  # mixed precision (autocast) on cuda only; never on cpu
-    batch_size: int = 64  # batch size for pretrained models' forward passes
-    workers: int = 0  # image-decoding threads; 0 = min(8, CPU count)
-    max_bad_image_fraction: float = 0.0  # share of unreadable images tolerated per split
+    batch_size: int = Field(64, ge=1, le=65536)  # forward passes of every subject kind
+    workers: int = Field(0, ge=0, le=1024)  # image-decoding threads; 0 = min(8, CPU count)
+    max_bad_image_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # share of unreadable images tolerated per split
     tasks: tuple[str, ...] | None = None  # None: every registered task
     explainers: tuple[str, ...] | None = None  # None: every registered explainer
     resume: bool = True
     progress: bool = True
+    # independent replicates of every task (own world data, zoo, explainer seeds); see docs/statistics.md
+    replicates: int = Field(1, ge=1, le=100)
+    job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit
+    job_memory_limit_mb: float | None = Field(None, gt=0)  # per job, above what the process maps at its start
+
+
+_RANGES = {"seed": f"an integer in [0, {SEED_MAX}]", "explainer_seeds": "0 (automatic) to 1000",
+           "batch_size": "1 to 65536", "workers": "0 (automatic) to 1024",
+           "max_bad_image_fraction": "in [0, 1)", "replicates": "1 to 100",
+           "job_time_limit_s": "a positive number of seconds", "job_memory_limit_mb": "a positive number of MB"}
+
+
+class _DataSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+ImageSize = Field(224, ge=8, le=4096)
+Limit = Field(None, ge=1)
+
+
+class WorldData(_DataSpec):
+    """The synthetic world: no options (sizes are the task's own arguments)."""
+    source: Literal["world"] = "world"
+
+
+class WildsData(_DataSpec):
+    """Waterbirds in the WILDS layout (fexbench.data.waterbirds_wilds.load_waterbirds)."""
+    source: Literal["wilds"]
+    root: str
+    image_size: int = ImageSize
+    limit: int | None = Limit
+    max_bad_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    workers: int | None = Field(None, ge=0, le=1024)
+
+
+class HfData(_DataSpec):
+    """Waterbirds as a Hugging Face dataset (fexbench.data.waterbirds_hf.load_waterbirds_hf)."""
+    source: Literal["hf"]
+    path_or_name: str
+    image_column: str = "image"
+    label_column: str = "y"
+    place_column: str = "place"
+    image_size: int = ImageSize
+    limit: int | None = Limit
+    id_column: str | None = None
+    max_bad_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    cache_dir: str | None = None
+    workers: int | None = Field(None, ge=0, le=1024)
+    progress: bool = True
+
+
+class ChallengeData(_DataSpec):
+    """The ImageNet-9 backgrounds challenge release (fexbench.data.imagenet9_challenge)."""
+    source: Literal["challenge"]
+    root: str
+    mapping_file: str | None = None
+    image_size: int = ImageSize
+    limit: int | None = Limit
+    probe_variant: str = "mixed_rand"
+    probe_limit: int | None = Field(1000, ge=1)
+
+
+# the `data` option of the tasks that read real data: source -> its schema, checked before any work
+DATA_SOURCES: dict[str, dict[str, type[_DataSpec]]] = {
+    "waterbirds-spurious": {"world": WorldData, "wilds": WildsData, "hf": HfData},
+    "imagenet9-background": {"world": WorldData, "challenge": ChallengeData},
+}
+
+
+def _check_data(task: str, options: Mapping[str, Any], dotted: str, where: "_Where") -> None:
+    sources = DATA_SOURCES.get(task)
+    data = options.get("data")
+    if sources is None or data is None:
+        return
+    key = f"{dotted}.data"
+    source = data.get("source", "world")
+    if source not in sources:
+        raise where.error(f"{key}.source", f"expected one of {', '.join(map(repr, sources))}, got {_show(source)}")
+    schema = sources[source]
+    try:
+        schema.model_validate(thaw(data))
+    except ValidationError as err:
+        raise pydantic_error(err, key, data, where, schema.model_fields) from None
 
 
 def _frozen(value: Any) -> Any:
@@ -185,6 +280,8 @@ class RunConfig:
                   "progress": self.run.progress, "amp": self.run.amp,
                   "batch_size": self.run.batch_size, "workers": self.run.workers,
                   "max_bad_image_fraction": self.run.max_bad_image_fraction,
+                  "replicates": self.run.replicates, "job_time_limit_s": self.run.job_time_limit_s,
+                  "job_memory_limit_mb": self.run.job_memory_limit_mb,
                   "resource_configs": types.MappingProxyType(self.resource_configs())}
         return environment_cls(**values)
 
@@ -211,12 +308,17 @@ def load_config(path: str | os.PathLike, lint: bool = False,
         raise ConfigError(f"config file {path} not found" if not path.exists() else f"config {path} is not a file")
     if path.suffix.lower() in (".yaml", ".yml"):
         raise ConfigError(f"{path}: YAML configs are not supported; write the same keys as TOML (a .toml file)")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; a run config is at most {MAX_CONFIG_BYTES} bytes")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to parse; at most {MAX_DEPTH} levels") from None
     if given:
         run = data.get("run", {})
         data = {**data, "run": {**(run if isinstance(run, Mapping) else {}), **given}}
@@ -226,6 +328,7 @@ def load_config(path: str | os.PathLike, lint: bool = False,
 def validate(data: Mapping[str, Any], source: str = "<config>", lint: bool = False) -> RunConfig:
     """Validate an already parsed config (the TOML's tables as dicts)."""
     where = _Where(source, lint=lint)
+    _check_bounds(data, "", where)
     unknown = sorted(set(data) - {"run", "tasks", "explainers", "resources"})
     if unknown:
         raise where.error(unknown[0], "unknown section; sections are run, tasks, explainers, resources")
@@ -262,46 +365,78 @@ def _show(value: Any) -> str:
     return f"{kind} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-_RUN_TYPES = {"out": str, "cache_dir": str, "seed": int, "explainer_seeds": int, "device": str, "amp": bool,
-              "batch_size": int, "workers": int, "max_bad_image_fraction": float, "tasks": "names", "explainers": "names",
-              "resume": bool, "progress": bool}
+def _check_bounds(value: Any, key: str, where: _Where, depth: int = 0) -> None:
+    """Sizes, depth and seeds of a parsed config, before anything else reads it."""
+    if depth > MAX_DEPTH:
+        raise where.error(key, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, (Mapping, list, tuple)) and len(value) > MAX_ENTRIES:
+        raise where.error(key or "config", f"{len(value)} entries; at most {MAX_ENTRIES}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_bounds(v, f"{key}.{k}" if key else str(k), where, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_bounds(v, f"{key}[{i}]", where, depth + 1)
+    elif isinstance(value, str) and len(value) > MAX_STRING:
+        raise where.error(key, f"a string of {len(value)} characters; at most {MAX_STRING}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        name = key.rsplit(".", 1)[-1].split("[", 1)[0]
+        if (name in ("seed", "seeds") or name.endswith("_seed")) and not 0 <= value <= SEED_MAX:
+            raise where.error(key, f"must be an integer in [0, {SEED_MAX}] (a seed), got {value}")
+        if abs(value) >= 2**63:
+            raise where.error(key, f"integer {value} is out of range (64-bit)")
+
+
+_TYPE_TEXT = {"int": "an integer", "bool": "true or false", "float": "a number", "string": "a string",
+              "tuple": "a list", "list": "a list", "literal": "one of", "dict": "a table", "model": "a table"}
+
+
+def pydantic_error(err: ValidationError, prefix: str, values: Mapping[str, Any], where: _Where,
+                   known: Any = (), ranges: Mapping[str, str] | None = None) -> ConfigError:
+    """The first error of a pydantic validation as '<file>: <prefix>.<dotted key>: <reason>'."""
+    first = err.errors(include_url=False)[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    key = f"{prefix}.{loc}" if loc else prefix
+    kind, value = first["type"], first.get("input")
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if kind == "extra_forbidden":
+        return where.error(key, f"unknown key; keys are {', '.join(sorted(known))}")
+    if kind == "missing":
+        return where.error(key, "required key is missing")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and ranges and field in ranges:
+        return where.error(key, f"must be {ranges[field]}, got {value!r}")
+    if kind == "literal_error":
+        return where.error(key, f"{first['msg'].lower()}, got {_show(value)}")
+    base = kind.split("_", 1)[0]
+    if base in _TYPE_TEXT and kind.endswith(("_type", "_parsing", "_from_float")):
+        return where.error(key, f"expected {_TYPE_TEXT[base]}, got {_show(value)}")
+    return where.error(key, f"{first['msg']}, got {_show(value)}")
 
 
 def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> RunSection:
-    checked: dict[str, Any] = {}
-    for key, value in values.items():
-        dotted = f"run.{key}"
-        if key not in _RUN_TYPES:
-            raise where.error(dotted, f"unknown key; [run] keys are {', '.join(sorted(_RUN_TYPES))}")
-        kind = _RUN_TYPES[key]
-        if kind == "names":
-            value = _check_names(value, dotted, registry.tasks if key == "tasks" else registry.explainers, where)
-        elif kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise where.error(dotted, f"expected a number, got {_show(value)}")
-            value = float(value)
-        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise where.error(dotted, f"expected an integer, got {_show(value)}")
-        elif not isinstance(value, kind):
-            raise where.error(dotted, f"expected {'true or false' if kind is bool else 'a string'}, got {_show(value)}")
-        checked[key] = value
-    for key in ("batch_size",):
-        if key in checked and checked[key] < 1:
-            raise where.error(f"run.{key}", f"must be at least 1, got {checked[key]}")
-    for key in ("workers", "explainer_seeds"):
-        if key in checked and checked[key] < 0:
-            raise where.error(f"run.{key}", f"must be 0 (automatic) or more, got {checked[key]}")
-    if "max_bad_image_fraction" in checked and not 0.0 <= checked["max_bad_image_fraction"] < 1.0:
-        raise where.error("run.max_bad_image_fraction", f"must be in [0, 1), got {checked['max_bad_image_fraction']}")
+    checked = dict(values)
+    for key in ("tasks", "explainers"):
+        if key in checked:
+            checked[key] = _check_names(checked[key], f"run.{key}",
+                                        registry.tasks if key == "tasks" else registry.explainers, where)
+    try:
+        run = RunSection.model_validate({**base.model_dump(), **checked})
+    except ValidationError as err:
+        raise pydantic_error(err, "run", checked, where, RunSection.model_fields, _RANGES) from None
     if "device" in checked:
         try:
-            check_device("cpu" if where.lint and _is_device(checked["device"]) else checked["device"])
+            check_device("cpu" if where.lint and _is_device(run.device) else run.device)
         except ConfigError as err:
             raise where.error("run.device", str(err)) from None
     for key in ("out", "cache_dir"):
-        if key in checked and not checked[key].strip():
+        if key not in checked:
+            continue
+        value = getattr(run, key)
+        if not value.strip():
             raise where.error(f"run.{key}", "must not be empty")
-    return dataclasses.replace(base, **checked)
+        if not where.lint and Path(value).exists() and not Path(value).is_dir():
+            raise where.error(f"run.{key}", f"{Path(value).absolute()} exists and is not a folder")
+    return run
 
 
 def _check_names(value: Any, dotted: str, reg: registry.Registry, where: _Where) -> tuple[str, ...] | None:
@@ -336,6 +471,8 @@ def _check_components(section: Mapping[str, Any], kind: str, reg: registry.Regis
         except registry.RegistryError as err:
             raise where.error(dotted, str(err)) from None
         out[name] = _check_kwargs(factory, options, dotted, where, skip_first)
+        if kind == "tasks":
+            _check_data(name, out[name], dotted, where)
         if inspect.isclass(factory) and not skip_first:
             # tasks and explainers only store their arguments (scikit-learn style), so building one
             # is free and surfaces the constructor's own checks now, before any work

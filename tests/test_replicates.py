@@ -1,0 +1,89 @@
+"""Replicates as a dimension of a run: one replicate is a plain run, several pool into a value whose
+interval states the benchmark's uncertainty; per-unit values survive the result file, so rank
+groups and paired comparisons can be recomputed from it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fexbench.core import stats
+from fexbench.core.contract import Environment
+from fexbench.core.results import read_result, result_path
+from fexbench.harness.comparisons import compare_results, rank_task, replicated
+from fexbench.harness.runner import run
+
+TASK = "waterbirds-spurious"
+TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)
+EXPLAINERS = ["oracle", "random", "class-name"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("replicates")
+    cache = root / "cache"
+    one = run([TASK], EXPLAINERS, Environment(cache_dir=cache, out_dir=root / "one", progress=False,
+                                              explainer_seeds=3), task_configs={TASK: TINY}, log=lambda s: None)
+    three = run([TASK], EXPLAINERS, Environment(cache_dir=cache, out_dir=root / "three", progress=False,
+                                                explainer_seeds=3, replicates=3),
+                task_configs={TASK: TINY}, log=lambda s: None)
+    return root, {r.explainer: r for r in one}, {r.explainer: r for r in three}
+
+
+def test_replicate_zero_is_the_plain_run(runs):
+    _, one, three = runs
+    for name in EXPLAINERS:
+        rep0 = three[name].replicates[0]
+        assert rep0["seed"] == one[name].seed
+        assert rep0["hashes"] == one[name].hashes
+        for m1, m3 in zip(one[name].metrics, three[name].metrics):
+            assert m3.replicate_values[0] == pytest.approx(m1.value, nan_ok=True)
+
+
+def test_each_replicate_has_its_own_world_zoo_and_explainer_seeds(runs):
+    _, _, three = runs
+    reps = three["random"].replicates
+    assert len(reps) == 3 and len({r["seed"] for r in reps}) == 3
+    weights = [{k: v for k, v in r["hashes"].items() if k.startswith("weights:")} for r in reps]
+    probes = [r["hashes"]["probe"] for r in reps]
+    assert len(set(probes)) == 3
+    assert all(set(w.values()).isdisjoint(set(x.values())) for i, w in enumerate(weights) for x in weights[i + 1:])
+    seeds = [tuple(r["explainer_seeds"]) for r in reps]
+    assert len(set(seeds)) == 3 and all(len(s) == 3 for s in seeds)
+
+
+def test_the_pooled_value_is_the_mean_of_the_replicates_with_a_t_interval(runs):
+    _, _, three = runs
+    m = three["random"].metric("spearman_reliance")
+    values = np.asarray(m.replicate_values)
+    assert m.value == pytest.approx(values.mean())
+    half = stats.stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)
+    assert m.ci_low == pytest.approx(max(-1.0, values.mean() - half))
+    assert m.ci_high == pytest.approx(min(1.0, values.mean() + half))
+
+
+def test_unit_values_survive_the_file_and_reproduce_the_metric(runs):
+    root, _, three = runs
+    for name in EXPLAINERS:
+        stored = read_result(result_path(root / "three", TASK, name))
+        for m in stored.metrics:
+            rebuilt = replicated(stored, m.name)
+            assert rebuilt.value == pytest.approx(m.value, nan_ok=True)
+            assert len(rebuilt.units) == 3
+
+
+def test_rank_groups_and_paired_comparisons_come_from_result_files(runs):
+    root, _, _ = runs
+    results = [read_result(result_path(root / "three", TASK, n)) for n in EXPLAINERS]
+    ranking = rank_task(results)
+    assert ranking is not None and set(ranking.ranks) == set(EXPLAINERS)
+    by = {r.explainer: r for r in results}
+    diff = compare_results(by["oracle"], by["class-name"], "auroc_biased")
+    assert diff.difference == pytest.approx(by["oracle"].metric("auroc_biased").value - 0.5)
+
+
+def test_results_of_other_ground_truth_are_not_compared(runs):
+    from fexbench.harness.comparisons import NotComparable
+
+    root, one, three = runs
+    with pytest.raises(NotComparable, match="different ground truth"):
+        compare_results(one["oracle"], three["oracle"], "auroc_biased")

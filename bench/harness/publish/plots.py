@@ -1,0 +1,135 @@
+"""The pictures of a published board drawn by libraries: the scatters behind the rankings
+(matplotlib, Agg, SVG) and word clouds (wordcloud, PNG), written atomically. The confidence
+intervals are inline SVG (fexbench.harness.publish.intervals): simple enough to draw directly,
+and a hundred times faster than a matplotlib figure each.
+
+Text in the pictures comes from result files; matplotlib is told not to read it as mathtext
+(a `$` in a name would otherwise be parsed), and SVGs are shown through <img>, where a browser
+runs no script inside them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fexbench.core.metrics import spearman  # noqa: E402
+from fexbench.harness.leaderboard import clean  # noqa: E402
+
+_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "fexbench", "text.parse_math": False, "font.size": 9,
+          "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _save(fig, path: Path) -> Path:
+    """Written straight into the site's private staging folder (publish swaps the whole folder in
+    atomically), so no per-file temp file and fsync."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, format="svg", metadata={"Date": None})
+        return path
+    finally:
+        plt.close(fig)
+
+
+def _label(text: Any, width: int = 28) -> str:
+    text = clean(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ScatterSpec:
+    """Which per-subject numbers of a task are the explanation's score and the measured truth."""
+    score: str
+    truth: str
+    score_label: str
+    truth_label: str
+
+
+# The scatter behind each task's headline Spearman: explanation score against measured ground truth.
+SCATTERS = {
+    "waterbirds-spurious": ScatterSpec("background_score", "reliance", "background score of the explanation",
+                                       "measured reliance on the background (counterfactual flip rate)"),
+    "imagenet9-background": ScatterSpec("background_score_per_class", "per_class_bg_gap",
+                                        "background score of the class's explanation",
+                                        "measured per-class background gap"),
+}
+
+
+def _flat(value: Any) -> list[float]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return [math.nan]
+
+
+def scatter_points(per_subject_sets: Sequence[Mapping[str, Any]], spec: ScatterSpec) -> list[tuple[list, list]]:
+    """(scores, truths) per replicate, paired entry by entry (a per-class list pairs class by class)."""
+    out = []
+    for per_subject in per_subject_sets:
+        xs, ys = [], []
+        for subject in sorted(per_subject or {}):
+            row = per_subject[subject]
+            if not isinstance(row, Mapping) or spec.score not in row or spec.truth not in row:
+                continue
+            x, y = _flat(row[spec.score]), _flat(row[spec.truth])
+            if len(x) != len(y):
+                continue
+            for a, b in zip(x, y):
+                if math.isfinite(a) and math.isfinite(b):
+                    xs.append(a)
+                    ys.append(b)
+        out.append((xs, ys))
+    return out
+
+
+def scatter_svg(path: Path, panels: Sequence[tuple[str, list[tuple[list, list]]]], spec: ScatterSpec) -> Path:
+    """One panel per explainer: every subject (or class) as a point, one colour per replicate,
+    with the Spearman rho of the points in the panel's title."""
+    n = max(1, len(panels))
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False, sharey=True)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        for ax, (label, reps) in zip(axes.flat, panels):
+            all_x = [x for xs, _ in reps for x in xs]
+            all_y = [y for _, ys in reps for y in ys]
+            for r, (xs, ys) in enumerate(reps):
+                ax.scatter(xs, ys, s=14, alpha=0.75, label=f"replicate {r}" if len(reps) > 1 else None)
+            rho = spearman(all_x, all_y) if len(all_x) > 1 else math.nan
+            ax.set_title(f"{_label(label, 24)}  ρ={rho:.2f}" if math.isfinite(rho) else _label(label, 24),
+                         fontsize=9)
+            ax.set_xlabel(_label(spec.score_label, 45), fontsize=8)
+            ax.grid(color="#eeeeee")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(_label(spec.truth_label, 45), fontsize=8)
+        if panels and len(panels[0][1]) > 1:
+            axes.flat[0].legend(fontsize=7, frameon=False)
+        # fixed margins: tight_layout measures every label and costs more than the drawing itself
+        fig.subplots_adjust(left=0.09 if cols > 2 else 0.16, right=0.98, bottom=0.14 / rows ** 0.5,
+                            top=1 - 0.1 / rows ** 0.5, wspace=0.12, hspace=0.45)
+        return _save(fig, path)
+
+
+def cloud_png(path: Path, weights: Mapping[str, float], width: int = 320, height: int = 180) -> Path:
+    """A word cloud (font size proportional to weight) of the positive weights."""
+    from wordcloud import WordCloud
+
+    words = {clean(w)[:40]: float(v) for w, v in weights.items() if isinstance(v, (int, float)) and v > 0}
+    if not words:
+        raise ValueError("no positive weights to draw")
+    cloud = WordCloud(width=width, height=height, background_color="white", random_state=0, max_words=40,
+                      collocations=False, prefer_horizontal=0.95).generate_from_frequencies(words)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cloud.to_image().save(path, format="PNG")
+    return path

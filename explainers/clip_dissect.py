@@ -15,7 +15,10 @@ As in the reference code (Trustworthy-ML-Lab/CLIP-dissect, similarity.py):
 
 fexbench's targets: a class target's unit is its logit (the prior runs over all classes); a unit
 target is a column of the probe features; a direction target's activation is features @ d, with
-the prior over the units of the probe features. The reference reports the single best concept;
+the prior over the units of the probe features. As in the reference, log P(c | B_k) is computed
+for all units of a layer at once, once per fitted probe and layer (logits or features), and each
+target reads its row, so explaining every unit of a layer costs one layer computation; a
+direction adds one column. The reference reports the single best concept;
 here the top `n_words` concepts, weighted by exp(score - best score) (the likelihood ratio
 P(c|B)/P(c) relative to the best; for "cos", the cosine clipped at 0). With few units (a
 2-class logit layer, a 64-unit penultimate layer) many concepts that one unit dominates tie at
@@ -47,15 +50,29 @@ def soft_membership(top_k: int, p_start: float = 0.998, p_end: float = 0.97) -> 
 
 
 def log_p_concept_given_top(probs: np.ndarray, activations: np.ndarray, top_k: int = 100,
-                            p_start: float = 0.998, p_end: float = 0.97, min_prob: float = 1e-7) -> np.ndarray:
-    """log P(c | B_k) for every unit (column of activations): (K, C)."""
+                            p_start: float = 0.998, p_end: float = 0.97, min_prob: float = 1e-7,
+                            chunk_bytes: int = 32 << 20) -> np.ndarray:
+    """log P(c | B_k) for every unit (column of activations): (K, C).
+
+    Units are processed in chunks (at most `chunk_bytes` of gathered probabilities at a time), each
+    chunk as one vectorised gather, log and sum over its units' top images.
+    """
     activations = np.atleast_2d(np.asarray(activations, dtype=np.float64).T).T  # (N, K)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_units, n_concepts = activations.shape[1], probs.shape[1]
     top_k = min(top_k, len(activations))
-    p = soft_membership(top_k, p_start, p_end)[:, None]
-    out = np.empty((activations.shape[1], probs.shape[1]))
-    for k in range(activations.shape[1]):
-        top = np.argsort(-activations[:, k], kind="stable")[:top_k]
-        out[k] = np.log(1 - p + p * probs[top] + min_prob).sum(axis=0)
+    p = soft_membership(top_k, p_start, p_end)[:, None, None]
+    offset = 1 - p + min_prob
+    out = np.empty((n_units, n_concepts))
+    step = max(1, chunk_bytes // max(1, top_k * n_concepts * 8))
+    for start in range(0, n_units, step):
+        cols = slice(start, min(start + step, n_units))
+        top = np.argsort(-activations[:, cols], axis=0, kind="stable")[:top_k]  # (top_k, units)
+        gathered = probs[top]                                                  # (top_k, units, C)
+        gathered *= p
+        gathered += offset
+        np.log(gathered, out=gathered)
+        out[cols] = gathered.sum(axis=0)
     return out
 
 
@@ -114,11 +131,40 @@ class ClipDissectExplainer(Explainer):
         if not words:
             raise DataError("CLIP-Dissect needs concepts: context.vocabulary is empty and no concept file was given")
         clip = resolve_clip(self.clip_model, self.clip_pretrained, context)
-        self._words = words
         image_emb = cached_image_embeddings(clip, context.probe.images, context.cache_dir)
-        self._sims = (image_emb @ clip.encode_texts(list(words)).T).astype(np.float64)
+        return self.use_similarities(words, image_emb @ clip.encode_texts(list(words)).T)
+
+    def use_similarities(self, words: Sequence[str], sims: np.ndarray) -> "ClipDissectExplainer":
+        """Fit from given CLIP image-text cosines (probe images x `words`), e.g. for benchmarks."""
+        self._words = tuple(words)
+        self._sims = np.asarray(sims, dtype=np.float64)
         self._probs = softmax(self.temperature * self._sims, axis=1)
+        self._layers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         return self
+
+    def _layer(self, name: str, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log P(c | B_k) for every unit k, log P(c)) of one layer, computed once per fitted probe."""
+        cached = self._layers.get(name)
+        if cached is None or cached[0] is not activations:
+            given = log_p_concept_given_top(self._probs, activations, self.top_k, self.p_start, self.p_end)
+            prior = logsumexp(given, axis=0) - np.log(len(given))
+            cached = self._layers[name] = (activations, given, prior)
+        return cached[1], cached[2]
+
+    def soft_wpmi_scores(self, target: Target, context: Context) -> tuple[np.ndarray, np.ndarray]:
+        """(soft-WPMI, log P(c | B)) of one target over the concepts, read from its layer's scores."""
+        probe = context.probe
+        if target.kind == "class":
+            given, prior = self._layer("logits", probe.logits)
+            given = given[target.index]
+        elif target.kind == "unit":
+            given, prior = self._layer("features", probe.features)
+            given = given[target.index]
+        else:  # a direction: one extra column, the prior of the features' units
+            _, prior = self._layer("features", probe.features)
+            given = log_p_concept_given_top(self._probs, target_scores(target, context)[:, None], self.top_k,
+                                            self.p_start, self.p_end)[0]
+        return given - self.lam * prior, given
 
     def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
         if not hasattr(self, "_probs"):
@@ -126,19 +172,14 @@ class ClipDissectExplainer(Explainer):
         return [self._explain(target, context) for target in targets]
 
     def _explain(self, target: Target, context: Context) -> Explanation:
-        probe = context.probe
-        if target.kind == "class":
-            acts, prior = probe.logits[:, [target.index]], probe.logits
-        else:
-            acts, prior = target_scores(target, context)[:, None], probe.features
         if self.similarity == "cos":
+            probe = context.probe
+            acts = probe.logits[:, [target.index]] if target.kind == "class" else target_scores(target, context)[:, None]
             scores = cos_similarity(self._sims, acts)[0]
             weights = np.clip(scores, 0, None)
             top = np.argsort(-scores, kind="stable")[:self.n_words]
         else:
-            given = log_p_concept_given_top(self._probs, acts, self.top_k, self.p_start, self.p_end)[0]
-            scores = soft_wpmi(self._probs, acts, self.top_k, self.lam, self.p_start, self.p_end,
-                               prior_activations=prior)[0]
+            scores, given = self.soft_wpmi_scores(target, context)
             weights = np.exp(scores - scores.max())
             # with few units, concepts that one unit dominates all tie at log K: break ties by log P(c|B_k)
             top = np.lexsort((-given, -np.round(scores, 9)))[:self.n_words]

@@ -5,7 +5,7 @@ Follows the released code (NehaKalibhat/falcon-explain), step by step:
 
 1. R = the probe set's representations at the probe layer, each row L2-normalised.
 2. Highly activating images of feature i: R[x, i] >= mean(R) + `threshold_std` * std(R), mean
-   and std over all entries of R.
+   and std over all entries of R; std is torch.std's default, the unbiased one (ddof=1).
 3. Feature groups: probe images whose sets of highly activating features are equal form a group,
    kept when it has more than `min_group_size` images (a set of one feature is a group of one).
 4. Crops: Grad-CAM of the summed group features (raw activations) on the subject's conv layer,
@@ -14,9 +14,9 @@ Follows the released code (NehaKalibhat/falcon-explain), step by step:
    (the full matrix, diagonal included, as the released code averages it) exceeds
    `interpretability_threshold`.
 6. Captions: per crop, the `top_captions` bank captions by softmax(`softmax_scale` * cosine).
-7. Words: lower-case, letters only (tokens with digits dropped), stop words (scikit-learn's
-   list plus FALCON's own discard list) dropped, lemmatised (simplemma), words of <= 2 letters
-   dropped.
+7. Words: lower-case, apostrophes removed, tokens with digits dropped, stop words (NLTK's English
+   list, as the released code uses, plus FALCON's own discard list, verbatim) dropped,
+   lemmatised (fexbench.data.concepts.lemma), words of <= 2 letters dropped.
 8. Score of word w: mean over the high images of the best score of a caption of that image that
    contains w.
 9. Contrast: lowly activating images = every group feature below mean(R), ranked by the dot
@@ -27,7 +27,13 @@ Follows the released code (NehaKalibhat/falcon-explain), step by step:
 Choices where the paper and code say nothing or do not fit fexbench (also in the README):
 
 - No part-of-speech filter: the code keeps nouns, verbs and adjectives with TextBlob/NLTK, whose
-  data cannot be downloaded offline; stop words already remove the closed word classes.
+  data cannot be downloaded offline. Stop words do NOT remove every closed-class word (NLTK's list
+  keeps "plus", "near", "outside", "behind", ...); those survive here where the code drops them.
+- Lemmas: the code's TextBlob lemmatises every token as a noun with WordNet ("was" -> "wa");
+  fexbench uses its shared lemmatiser (nouns as nouns, other words by their part of speech) and
+  checks stop words before and after lemmatising.
+- `stop_words="sklearn"` swaps NLTK's 179 stop words for scikit-learn's 318 (fexbench's list
+  before version 2), which also drops front, top, back, side, behind, fire, thin, ...
 - Unit target i: explained as the group of one {i} with ALL its highly activating images (not only
   those whose high set is exactly {i}). Direction target d: a virtual feature R @ d/|d|, with the
   same thresholds (a direction along feature i gives exactly the unit rule); its "other features"
@@ -69,45 +75,60 @@ from fexbench.data.concepts import lemma
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.models.gradcam import cam_crops, grad_cam
 
-try:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-except ImportError:  # pragma: no cover
-    ENGLISH_STOP_WORDS = frozenset()
+from fexbench.data.nltk_stopwords import NLTK_ENGLISH_STOP_WORDS
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-# FALCON's own discard list (captions of web images: photo jargon, stock-site words, layout words).
-FALCON_DISCARD = frozenset("""
-akc angle autofocus available banner blur blurred blurry bottom br camera caption captioned close closed
-closeup cm color colored come corner cropped cut defocused detail display displayed displaying dont
-embedded etext example extreme figure file fixed focus focusing footage frame free full graphic houzz hq
-icon image iphone isolated ive jpg left livescience logo looking macro new old open org original overlay
-panoramic photo photograph photography photoshopped pic picture pictures pixelated png portrait pre
-preview print pro profile real right royalty selective shot show showed showing sign small smaller
-standard stock stockfoto testing thumbnail tvmdl video view vrr wallpaper www year zoom zoomed
-background
-""".split())
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | FALCON_DISCARD
+# FALCON's own discard list (captions of web images: photo jargon, stock-site words, layout words),
+# verbatim from the released falcon_utils.py `_DISCARD_WORDS`, duplicates and all. Three entries
+# can never equal a token there or here: "close up" (two words), " pre " (padded) and "".
+FALCON_DISCARD_LIST = (
+    "photo", "background", "stock", "image", "closeup", "jpg", "picture", "png", "file", "close up",
+    "pictures", "ive", "view", "www", "http", "showing", "blurred", "shot", "example", "camera",
+    "footage", "free", "video", "displaying", "display", "displayed", "thumbnail", "focus", "focusing",
+    "detail", "panoramic", "standard", "portrait", "zoom", "zoomed", "show", "showed", "real", "icon",
+    "pixelated", "cropped", "autofocus", "caption", "graphic", "defocused", "zoomed", " pre ",
+    "available", "royalty", "etext", "blurry", "new", "pic", "left", "houzz", "full", "small", "br",
+    "looking", "pro", "angle", "logo", "close", "right", "blur", "preview", "wallpaper", "dont",
+    "fixed", "closed", "open", "profile", "close", "color", "photo", "colored", "video", "banner",
+    "macro", "frame", "cut", "livescience", "bottom", "corner", "tvmdl", "overlay", "original", "sign",
+    "old", "extreme", "hq", "isolated", "figure", "stockfoto", "vrr", "cm", "photography", "print",
+    "embedded", "smaller", "testing", "captioned", "year", "photograph", "", "selective",
+    "photoshopped", "come", "org", "akc", "iphone",
+)
+FALCON_DISCARD = frozenset(FALCON_DISCARD_LIST)
+# Step 7's stop-word lists: "nltk" as released (the default), "sklearn" fexbench's earlier choice.
+STOP_WORD_LISTS = {"nltk": frozenset(NLTK_ENGLISH_STOP_WORDS), "sklearn": frozenset(ENGLISH_STOP_WORDS)}
+STOP_WORDS = STOP_WORD_LISTS["nltk"] | FALCON_DISCARD
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def caption_words(caption: str) -> set[str]:
+def stop_word_set(name: str = "nltk") -> frozenset[str]:
+    """The words step 7 drops: the named stop-word list plus FALCON's discard list."""
+    if name not in STOP_WORD_LISTS:
+        raise ValueError(f"stop_words must be one of {sorted(STOP_WORD_LISTS)}, not {name!r}")
+    return STOP_WORD_LISTS[name] | FALCON_DISCARD
+
+
+def caption_words(caption: str, stop: frozenset[str] = STOP_WORDS) -> set[str]:
     """Step 7: the content words of one caption."""
     out = set()
     for token in _TOKEN.findall(caption.lower().replace("'", "")):
-        if token in STOP_WORDS or any(ch.isdigit() for ch in token):
+        if token in stop or any(ch.isdigit() for ch in token):
             continue
         word = lemma(token)
-        if word not in STOP_WORDS and len(word) > 2 and word.isalpha():
+        if word not in stop and len(word) > 2 and word.isalpha():
             out.add(word)
     return out
 
 
-def word_scores(captions: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]) -> dict[str, float]:
+def word_scores(captions: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+                stop: frozenset[str] = STOP_WORDS) -> dict[str, float]:
     """Step 8: mean over images of the best score of a caption of that image containing the word."""
     total: dict[str, float] = {}
     for caps, values in zip(captions, scores):
         best: dict[str, float] = {}
         for caption, value in zip(caps, values):
-            for word in caption_words(caption):
+            for word in caption_words(caption, stop):
                 best[word] = max(best.get(word, 0.0), float(value))
         for word, value in best.items():
             total[word] = total.get(word, 0.0) + value
@@ -151,13 +172,15 @@ class Unit:
 class FalconExplainer(Explainer):
     name = "falcon"
     description = "FALCON: captions of Grad-CAM crops of highly activating images, contrasted with look-alikes"
+    # 2: NLTK stop words and the released discard list; unbiased std; the lemmatiser changed.
+    version = 2
 
     def __init__(self, threshold_std: float = 5.0, min_group_size: int = 10, min_images: int = 11,
                  cam_threshold: float = 0.6, interpretability_threshold: float = 0.8, top_captions: int = 5,
                  softmax_scale: float = 100.0, max_low_images: int = 10, low_min_similarity: float | None = None,
                  low_word_threshold: float = 0.1, top_words: int = 8, class_features: int = 5,
                  explain_uninterpretable: bool = True, clip_model: str = "resource",
-                 clip_pretrained: str | None = None, caption_bank: str = "resource"):
+                 clip_pretrained: str | None = None, caption_bank: str = "resource", stop_words: str = "nltk"):
         self.threshold_std, self.min_group_size, self.min_images = threshold_std, min_group_size, min_images
         self.cam_threshold, self.interpretability_threshold = cam_threshold, interpretability_threshold
         self.top_captions, self.softmax_scale = top_captions, softmax_scale
@@ -167,6 +190,8 @@ class FalconExplainer(Explainer):
         self.clip_model = clip_model
         self.clip_pretrained = clip_pretrained
         self.caption_bank = caption_bank
+        self.stop_words = stop_words
+        self._stop = stop_word_set(stop_words)  # fails here on an unknown name
 
     def resource_names(self) -> tuple[str, ...]:
         uses_clip = self.clip_model == "resource" or self.clip_model.startswith("embedded")
@@ -176,7 +201,7 @@ class FalconExplainer(Explainer):
     def fit(self, subject: Subject, context: Context) -> "FalconExplainer":
         probe = context.probe
         self._R = normalise_rows(probe.features)
-        self._high_t = float(self._R.mean() + self.threshold_std * self._R.std())
+        self._high_t = float(self._R.mean() + self.threshold_std * self._R.std(ddof=1))  # torch.std's default
         self._low_t = float(self._R.mean())
         self._high = self._R >= self._high_t
         self._groups = feature_groups(self._high, self.min_group_size)
@@ -291,8 +316,9 @@ class FalconExplainer(Explainer):
         for unit, (high, topped_up), low in zip(units, highs, lows):
             emb = crop_emb[at:at + len(high)]
             mean_cos = float((emb @ emb.T).mean())
-            high_words = word_scores(caps[at:at + len(high)], probs[at:at + len(high)])
-            low_words = word_scores(caps[at_low:at_low + len(low)], probs[at_low:at_low + len(low)]) if len(low) else {}
+            high_words = word_scores(caps[at:at + len(high)], probs[at:at + len(high)], self._stop)
+            low_words = (word_scores(caps[at_low:at_low + len(low)], probs[at_low:at_low + len(low)], self._stop)
+                         if len(low) else {})
             words = contrast(high_words, low_words, self.low_word_threshold, self.top_words)
             example = caps[at][0] if len(high) else ""
             evidence = (f"{unit.label}: {len(high)} high images{' (topped up)' if topped_up else ''}"

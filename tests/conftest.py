@@ -92,3 +92,14 @@ def _fixture_image(rng: np.random.Generator, y: int, place: int, size: int) -> n
 def waterbirds_root(tmp_path: Path) -> Path:
     """A tiny Waterbirds release: 3 splits x 4 groups x 2 images, 48-pixel JPEGs."""
     return write_waterbirds_fixture(tmp_path / "waterbirds_v1.0")
+
+
+@pytest.fixture(scope="session")
+def small_clip(request):
+    """A CLIP big enough to tell colours apart, trained once and kept in pytest's cache (content-keyed)."""
+    from fexbench.resources.clip import EmbeddedClipConfig, load_or_train_embedded
+
+    config = EmbeddedClipConfig(n_pairs=4000, epochs=8, seed=0)
+    clip = load_or_train_embedded(Path(request.config.cache.mkdir("fexbench-test-clip")), config)
+    assert clip.card["zero_shot_accuracy"]["colour"] > 0.8, clip.card  # the planted tests need colours
+    return clip

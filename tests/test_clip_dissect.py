@@ -9,7 +9,7 @@ import pytest
 from fexbench.core.contract import Target
 from fexbench.explainers.clip_dissect import ClipDissectExplainer, cos_similarity, soft_membership, soft_wpmi
 
-from test_falcon import planted_case, small_clip  # noqa: F401  (hand-built subject: unit 0 fires on red objects)
+from planted import planted_case  # hand-built subject: unit 0 fires on red objects
 
 
 def test_soft_wpmi_equals_a_hand_computed_value():
@@ -66,3 +66,72 @@ def test_concept_file_and_bad_config(tmp_path, small_clip):
         ClipDissectExplainer(clip_model="resource", concepts=str(tmp_path / "nope.txt")).fit(subject, context)
     with pytest.raises(ValueError, match="similarity"):
         ClipDissectExplainer(similarity="wpmi")
+
+
+# ---------------------------------------------------------------- layer-scale scoring
+
+def _per_target_log_given(probs, acts, top_k, p_start=0.998, p_end=0.97, min_prob=1e-7):
+    """The formula unit by unit, as fexbench computed it per target before layer-scale scoring."""
+    acts = np.asarray(acts, dtype=np.float64).reshape(len(acts), -1)
+    p = (p_start - np.arange(top_k) / top_k * (p_start - p_end))[:, None]
+    out = np.empty((acts.shape[1], probs.shape[1]))
+    for k in range(acts.shape[1]):
+        top = np.argsort(-acts[:, k], kind="stable")[:top_k]
+        out[k] = np.log(1 - p + p * probs[top] + min_prob).sum(axis=0)
+    return out
+
+
+def _random_case(n=300, n_units=40, n_classes=5, n_words=60, seed=0):
+    from fexbench.core.contract import Context, Probe
+
+    rng = np.random.default_rng(seed)
+    features = rng.gamma(1.0, 1.0, (n, n_units)).astype(np.float32)
+    logits = (features @ rng.normal(size=(n_units, n_classes))).astype(np.float32)
+    probe = Probe(np.zeros((n, 2, 2, 3), np.uint8), features, logits, "penultimate", tuple(map(str, range(n))))
+    words = tuple(f"w{i}" for i in range(n_words))
+    sims = rng.normal(0.2, 0.05, (n, n_words))
+    return Context(probe, words), words, sims
+
+
+def test_layer_scores_equal_the_per_target_computation():
+    from scipy.special import logsumexp, softmax
+
+    context, words, sims = _random_case()
+    probe, top_k = context.probe, 30
+    explainer = ClipDissectExplainer(top_k=top_k, lam=1.0).use_similarities(words, sims)
+    probs = softmax(10.0 * sims, axis=1)
+    direction = np.random.default_rng(1).normal(size=probe.features.shape[1])
+    targets = ([Target("unit", k) for k in range(probe.features.shape[1])]
+               + [Target("class", c) for c in range(probe.logits.shape[1])]
+               + [Target("direction", direction=tuple(direction))])
+    for target in targets:
+        if target.kind == "class":
+            acts, prior_acts = probe.logits[:, target.index], probe.logits
+        elif target.kind == "unit":
+            acts, prior_acts = probe.features[:, target.index], probe.features
+        else:
+            acts, prior_acts = probe.features @ direction.astype(np.float32), probe.features
+        given = _per_target_log_given(probs, acts, top_k)[0]
+        prior_given = _per_target_log_given(probs, prior_acts, top_k)
+        expected = given - (logsumexp(prior_given, axis=0) - np.log(len(prior_given)))
+        scores, got_given = explainer.soft_wpmi_scores(target, context)
+        assert np.abs(scores - expected).max() < 1e-5, target
+        assert np.abs(got_given - given).max() < 1e-5, target
+    words_of = explainer.explain(None, targets, context)
+    assert all(len(e.concepts) == explainer.n_words for e in words_of)
+
+
+def test_a_layer_is_scored_once_not_once_per_target(monkeypatch):
+    import fexbench.explainers.clip_dissect as cd
+
+    context, words, sims = _random_case()
+    calls = []
+    original = cd.log_p_concept_given_top
+    monkeypatch.setattr(cd, "log_p_concept_given_top", lambda probs, acts, *a, **k: calls.append(
+        np.atleast_2d(np.asarray(acts).T).T.shape[1]) or original(probs, acts, *a, **k))
+    explainer = ClipDissectExplainer(top_k=30).use_similarities(words, sims)
+    units = [Target("unit", k) for k in range(context.probe.features.shape[1])]
+    explainer.explain(None, units + [Target("class", 0), Target("class", 1)], context)
+    assert sorted(calls) == sorted([context.probe.features.shape[1], context.probe.logits.shape[1]])
+    explainer.explain(None, [Target("direction", direction=tuple(np.eye(40)[3]))], context)
+    assert calls[-1] == 1 and len(calls) == 3  # a direction: one extra column, the layer is reused

@@ -1,94 +1,55 @@
 """FALCON: word scoring and the contrastive step by hand, groups, Grad-CAM crops, a planted unit.
 
-The planted subject is hand-built, not trained: its penultimate unit k is the spatial max of a
-detector of colour k (an RBF around the world's RGB value of that colour), so unit 0 fires exactly
-on red objects and class 0's logit is unit 0. A unit planted this way must be explained with "red".
+The planted subject (tests/planted.py) is hand-built, not trained: unit 0 fires exactly on red
+objects and class 0's logit is unit 0, so it must be explained with "red".
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+from fexbench.core.contract import Target
 from fexbench.data import world
-from fexbench.resources.clip import EmbeddedClipConfig, load_or_train_embedded
-from fexbench.core.contract import Context, Probe, Subject, Target
+from fexbench.explainers.falcon import (FalconExplainer, caption_words, class_contributions, contrast, feature_groups,
+                                        stop_word_set, word_scores)
 from fexbench.models.gradcam import cam_crops, grad_cam, largest_box
 from fexbench.models.subjects import TorchClassifier
-from fexbench.data.world_concepts import world_vocabulary
-from fexbench.explainers.falcon import (FalconExplainer, caption_words, class_contributions, contrast, feature_groups,
-                               word_scores)
-
-# A CLIP big enough to tell colours apart, trained once and kept in pytest's cache (content-keyed).
-TEST_CLIP = EmbeddedClipConfig(n_pairs=4000, epochs=8, seed=0)
-
-
-@pytest.fixture(scope="session")
-def small_clip(request):
-    clip = load_or_train_embedded(Path(request.config.cache.mkdir("fexbench-test-clip")), TEST_CLIP)
-    assert clip.card["zero_shot_accuracy"]["colour"] > 0.8, clip.card  # the planted tests need colours
-    return clip
-
-
-class ColourDetectors(nn.Module):
-    """Per pixel, unit k = relu(1 - |rgb - colour_k| / width): one map per world colour."""
-
-    def __init__(self, width: float = 0.3):
-        super().__init__()
-        self.register_buffer("colours", torch.tensor(list(world.COLOURS.values()), dtype=torch.float32) / 255)
-        self.width = width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dist = (x[:, None] - self.colours[None, :, :, None, None]).pow(2).sum(dim=2).add(1e-8).sqrt()
-        return torch.relu(1 - dist / self.width)
-
-
-class SpatialMax(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=(2, 3))
-
-
-class Planted(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.detect, self.pool = ColourDetectors(), SpatialMax()
-        self.head = nn.Linear(len(world.COLOURS), 2)
-        with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.bias.zero_()
-            self.head.weight[0, 0] = 1.0   # class 0 <- the red unit
-            self.head.weight[1, 2] = 1.0   # class 1 <- the blue unit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.detect(x)))
-
-
-def _to_unit_range(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
-
-
-def planted_case(clip, tmp_path: Path, n: int = 480, seed: int = 7):
-    model = TorchClassifier(Planted(), {"conv": "detect", "penultimate": "pool", "logits": "logits"},
-                            _to_unit_range, conv_layer="conv")
-    model.n_units = len(world.COLOURS)
-    probe = world.imagenet9_set(n, seed, p_native=0.0)
-    acts = model.activations(probe.images, ("penultimate", "logits"))
-    subject = Subject("planted", model, ("red-ish", "blue-ish"), "planted-weights")
-    context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
-                      vocabulary=tuple(world_vocabulary().words()), resources={"clip": clip},
-                      cache_dir=tmp_path / "cache")
-    return subject, context
-
+from planted import Planted, planted_case, to_unit_range
 
 # ---------------------------------------------------------------- by hand
 
 def test_caption_words_follow_falcons_cleaning():
     words = caption_words("A photo of 2 small Red disks, on the sea's waves -- 3d background!")
     assert words == {"red", "disk", "sea", "wave"}  # stop, discard (photo, small, background), digits, lemmas
+
+
+def test_default_words_drop_exactly_the_released_stop_and_discard_lists():
+    # Released falcon_utils.py: NLTK's 179 English stop words and `_DISCARD_WORDS` (107 distinct
+    # entries, "http" among them; " pre " is padded with spaces, so the token "pre" survives).
+    stop = stop_word_set(FalconExplainer().stop_words)
+    words = caption_words("a red cross in front of the top side, behind fire and thin pre http www smaller",
+                          stop)
+    assert words == {"red", "cross", "front", "top", "side", "behind", "fire", "thin", "pre"}
+    from fexbench.data.nltk_stopwords import NLTK_ENGLISH_STOP_WORDS
+    from fexbench.explainers.falcon import FALCON_DISCARD
+    assert len(set(NLTK_ENGLISH_STOP_WORDS)) == 179 and len(FALCON_DISCARD) == 107
+    for word in set(NLTK_ENGLISH_STOP_WORDS) | FALCON_DISCARD:   # every entry that can be a token is dropped
+        if word.isalpha():  # not "don't" (apostrophes are removed first, as released), " pre ", "close up"
+            assert not caption_words(word, stop), word
+    # ... and nothing else: scikit-learn's extra stop words of three letters or more are kept
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    extra = sorted(w for w in set(ENGLISH_STOP_WORDS) - stop if len(w) > 2)
+    kept = {w for w in extra if caption_words(w, stop)}
+    assert {"front", "top", "back", "side", "behind", "fire", "thin"} <= kept
+    lost = set(extra) - kept   # only words whose lemma is a stop word ("others" -> other)
+    assert all(not caption_words(w, stop) and w not in stop for w in lost), lost
+    assert len(lost) < 10, lost
+    sklearn_words = caption_words("a red cross in front of the top side", stop_word_set("sklearn"))
+    assert sklearn_words == {"red", "cross"}
+    with pytest.raises(ValueError, match="stop_words"):
+        FalconExplainer(stop_words="spacy")
 
 
 def test_word_score_is_the_mean_over_images_of_the_best_caption_score():
@@ -128,7 +89,7 @@ def test_grad_cam_finds_the_planted_object_and_crops_to_it():
     scenes, _ = world.imagenet9_scenes(6, 3, p_native=0.0)
     masks = world.render(scenes, 32)[1]
     model = TorchClassifier(Planted(), {"conv": "detect", "penultimate": "pool", "logits": "logits"},
-                            _to_unit_range, conv_layer="conv")
+                            to_unit_range, conv_layer="conv")
     for i in range(len(images)):
         unit = int(scenes.colour[i])
         cam = grad_cam(model, images[i:i + 1], lambda f: f[:, unit], "penultimate")[0]

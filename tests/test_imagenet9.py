@@ -22,14 +22,18 @@ _COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255,
 
 
 def write_challenge_tree(root: Path, variants=("original", "mixed_same", "mixed_rand"), n_per_class: int = 2,
-                         size: int = 40) -> Path:
-    """`<root>/<variant>/val/<class folder>/*.JPEG`, the release's layout, with ImageNet-style file names."""
+                         size: int = 40, width: int | None = None, noise: bool = False) -> Path:
+    """`<root>/<variant>/val/<class folder>/*.JPEG`, the release's layout, with ImageNet-style file names.
+    Images are size x width (default size + 8), one colour per class, plus pixel noise if asked."""
+    rng = np.random.default_rng(0)
     for variant in variants:
         for label, folder in enumerate(CLASS_FOLDERS):
             path = root / variant / "val" / folder
             path.mkdir(parents=True, exist_ok=True)
             for k in range(n_per_class):
-                image = np.broadcast_to(_COLOURS[label], (size, size + 8, 3)).copy()
+                image = np.broadcast_to(_COLOURS[label], (size, width or size + 8, 3)).copy()
+                if noise:
+                    image = np.clip(image.astype(int) + rng.integers(-60, 61, image.shape), 0, 255).astype(np.uint8)
                 Image.fromarray(image).save(path / f"n0{label}{k:06d}_{1000 + k}.JPEG", format="JPEG", quality=95)
     return root
 
@@ -260,7 +264,7 @@ def test_real_challenge_path_scores_an_imagenet_classifier(tmp_path):
     root = write_challenge_tree(tmp_path / "bg_challenge", variants=world.VARIANTS, n_per_class=2)
     raw = _write_mapping(root / "in_to_in9.json")
     env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False)
-    config = {"data": {"source": "challenge", "root": str(root), "image_size": 32},
+    config = {"data": {"source": "challenge", "root": str(root), "image_size": 32, "preprocess": "model"},
               "subjects": [{"name": "tiny-in1k", "backbone": spec}], "n_bootstrap": 50}
     results = {r.explainer: r for r in run(["imagenet9-background"], ["oracle", "random", "class-name"], env,
                                            task_configs={"imagenet9-background": config}, log=lambda s: None)}
@@ -287,3 +291,117 @@ def test_real_challenge_options_are_checked(tmp_path):
         ImageNet9Background(data={"source": "imagenet"}).prepare(Environment(cache_dir=tmp_path))
     with pytest.raises(DataError, match="subjects"):
         ImageNet9Background(data={"source": "challenge", "root": str(tmp_path)}).prepare(Environment(cache_dir=tmp_path))
+
+
+# ---------------------------------------------------------------- the reference's evaluation protocol
+
+def _save_timm(path: Path, n_classes: int, seed: int) -> dict:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=n_classes)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return {"family": "safetensors", "model": str(path), "arch": "test_resnet", "image_size": 24}
+
+
+def _reference_logits(spec: dict, files: list[Path], mean, std) -> np.ndarray:
+    """in9_eval.py's way, written out: PIL RGB -> ToTensor -> Normalize(mean, std) -> the network."""
+    import timm
+    import torch
+    from safetensors.torch import load_file
+    from torchvision import transforms
+
+    n_classes = load_file(spec["model"])["fc.weight"].shape[0]
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=n_classes)
+    model.load_state_dict(load_file(spec["model"]))
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    x = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        return model.eval()(x).numpy()
+
+
+def test_challenge_protocol_reproduces_the_reference_evaluation(tmp_path):
+    from fexbench.data.imagenet9_challenge import IMAGENET_MEAN, IMAGENET_STD, IN9_MEAN, IN9_STD
+
+    root = write_challenge_tree(tmp_path / "bg", variants=world.VARIANTS, n_per_class=2, size=32, width=32, noise=True)
+    raw = _write_mapping(root / "in_to_in9.json")
+    mapping = np.array([raw[str(i)] for i in range(1000)])
+    in9l = _save_timm(tmp_path / "in9l.safetensors", 9, seed=1)
+    in1k = _save_timm(tmp_path / "in1k.safetensors", 1000, seed=2)
+    task = ImageNet9Background(data={"source": "challenge", "root": str(root), "image_size": 32},
+                               subjects=[{"name": "in9l", "backbone": in9l}, {"name": "in1k", "backbone": in1k}])
+    opts = task._challenge_options()
+    assert opts["preprocess"] == "challenge"  # the default on the real challenge
+    env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False)
+    data = load_challenge_variant(root, "mixed_rand", image_size=32, resize=False)
+    files = [root / i for i in data.ids]
+    assert [f.parent.name for f in files] == [CLASS_FOLDERS[y] for y in data.labels]
+
+    # a 9-class IN-9L model: IN-9's mean/std, the same logits image for image
+    subject = task._real_subject(env, {"name": "in9l", "backbone": in9l}, mapping, "challenge")
+    ours = subject.model.activations(data.images, ("logits",))["logits"]
+    reference = _reference_logits(in9l, files, IN9_MEAN, IN9_STD)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    assert not np.allclose(reference, _reference_logits(in9l, files, IMAGENET_MEAN, IMAGENET_STD), atol=1e-3)
+    model_way = task._real_subject(env, {"name": "in9l", "backbone": in9l}, mapping, "model")
+    squashed = load_challenge_variant(root, "mixed_rand", image_size=32)
+    assert not np.allclose(model_way.model.activations(squashed.images, ("logits",))["logits"], reference, atol=1e-3)
+    assert model_way.weights_hash != subject.weights_hash  # cached activations never mix the two protocols
+
+    # a 1000-class ImageNet model: ImageNet's mean/std, argmax over 1000, then in_to_in9
+    subject = task._real_subject(env, {"name": "in1k", "backbone": in1k}, mapping, "challenge")
+    ours = subject.model.activations(data.images, ("logits",))["logits"].argmax(1)
+    reference = map_in1000_to_in9(_reference_logits(in1k, files, IMAGENET_MEAN, IMAGENET_STD), mapping)
+    np.testing.assert_array_equal(np.where(ours == 9, -1, ours), reference)
+
+    # end to end: the task's ground truth is the reference's accuracies
+    prepared = task.prepare(env)
+    for variant in ("original", "mixed_same", "mixed_rand"):
+        v = load_challenge_variant(root, variant, image_size=32, resize=False)
+        pred = map_in1000_to_in9(_reference_logits(in1k, [root / i for i in v.ids], IMAGENET_MEAN, IMAGENET_STD),
+                                 mapping)
+        assert prepared.ground_truth["in1k"]["accuracy"][variant] == pytest.approx(float((pred == v.labels).mean()))
+
+
+def test_challenge_protocol_refuses_resized_images(tmp_path):
+    root = write_challenge_tree(tmp_path / "bg", variants=world.VARIANTS, n_per_class=1, size=32)  # 32 x 40
+    with pytest.raises(DataError, match=r"unresized.*is 40x32"):
+        load_challenge_variant(root, "original", image_size=32, resize=False)
+    _write_mapping(root / "in_to_in9.json")
+    task = ImageNet9Background(data={"source": "challenge", "root": str(root), "image_size": 32},
+                               subjects=[{"name": "x", "backbone": {"family": "timm", "model": "test_resnet"}}])
+    with pytest.raises(DataError, match="preprocess = 'model'"):
+        task.prepare(Environment(cache_dir=tmp_path / "cache"))
+    with pytest.raises(DataError, match="data.preprocess = 'squash'"):
+        ImageNet9Background(data={"source": "challenge", "root": str(root), "preprocess": "squash"},
+                            subjects=[{"backbone": {"family": "timm", "model": "test_resnet"}}]).prepare(
+            Environment(cache_dir=tmp_path / "cache"))
+
+
+def test_whole_layout_is_checked_before_any_model_runs(tmp_path, monkeypatch):
+    import shutil
+
+    import fexbench.models.pretrained as pretrained
+
+    variants = [v for v in world.VARIANTS if v != "mixed_next"]  # one variant folder missing
+    root = write_challenge_tree(tmp_path / "bg", variants=variants, n_per_class=1, size=32, width=32)
+    shutil.rmtree(root / "only_fg" / "val" / "05_insect")                  # a class folder missing
+    for f in (root / "no_fg" / "val" / "08_fish").iterdir():                # a class folder empty
+        f.unlink()
+    _write_mapping(root / "in_to_in9.json")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the layout was checked")
+
+    monkeypatch.setattr(pretrained, "load_classifier", no_model)
+    for preprocess in ("challenge", "model"):
+        task = ImageNet9Background(data={"source": "challenge", "root": str(root), "image_size": 32,
+                                         "preprocess": preprocess},
+                                   subjects=[{"name": "x", "backbone": {"family": "timm", "model": "test_resnet"}}])
+        with pytest.raises(DataError) as err:
+            task.prepare(Environment(cache_dir=tmp_path / "cache", progress=False))
+        message = str(err.value)
+        assert "3 problem(s)" in message, message
+        assert "mixed_next" in message and "'05_insect'" in message and "08_fish: no images" in message

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import write_waterbirds_fixture
+from fexbench.core.contract import Environment, Subject
 from fexbench.data.imageset import DataError
-from fexbench.data.waterbirds_wilds import load_waterbirds
+from fexbench.data.waterbirds_wilds import load_waterbirds, train_group_counts
+from fexbench.models.subjects import TorchClassifier
+from fexbench.tasks.waterbirds import WaterbirdsSpurious
 
 SIZE = 32
 
@@ -139,3 +144,44 @@ def test_missing_root_and_metadata_are_named(tmp_path):
     with pytest.raises(DataError) as err:
         load_waterbirds(empty, "train")
     assert str(empty / "metadata.csv") in str(err.value)
+
+
+class PlaceReader(torch.nn.Module):
+    """Says waterbird when an image is bluer than it is green: it reads the background, not the bird."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(2, 3))
+        return torch.stack([m[:, 1] - m[:, 2], m[:, 2] - m[:, 1]], dim=1)
+
+
+def test_adj_avg_acc_weights_group_accuracies_by_training_counts(tmp_path):
+    root = write_waterbirds_fixture(tmp_path / "waterbirds_v1.0", n_per_group=3)
+    # an unbalanced train split, as in the release (landbird/land 3, landbird/water 1, waterbird/land 1, waterbird/water 2)
+    wanted, kept = {(0, 0): 3, (0, 1): 1, (1, 0): 1, (1, 1): 2}, []
+    for row in read_rows(root):
+        key = (int(row["y"]), int(row["place"]))
+        if int(row["split"]) != 0 or wanted[key] > 0:
+            kept.append(row)
+            wanted[key] -= int(row["split"]) == 0
+    write_rows(root, kept)
+    np.testing.assert_array_equal(train_group_counts(root), [3, 1, 1, 2])
+
+    test = load_waterbirds(root, "test", image_size=SIZE)
+    to_tensor = lambda images: torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    subject = Subject("place-reader", TorchClassifier(PlaceReader(), {"logits": "logits"}, to_tensor),
+                      ("landbird", "waterbird"), "place-reader-v1")
+    task = WaterbirdsSpurious(data={"source": "wilds", "root": str(root), "image_size": SIZE})
+    out = task._measure(Environment(cache_dir=tmp_path / "cache", progress=False), subject, test, None)
+
+    # by hand: predictions from the pixels, accuracies per (y, place), weights counted from the csv
+    images = test.images.astype(np.float64)
+    pred = (images[..., 2].mean(axis=(1, 2)) > images[..., 1].mean(axis=(1, 2))).astype(int)
+    correct = pred == test.labels
+    place = test.field("place")
+    weights = {(0, 0): 3, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+    acc = {g: correct[(test.labels == g[0]) & (place == g[1])].mean() for g in weights}
+    hand = sum(weights[g] * acc[g] for g in weights) / sum(weights.values())
+    assert out["avg_acc"] == pytest.approx(correct.mean())
+    assert out["adj_avg_acc"] == pytest.approx(hand)
+    assert abs(out["adj_avg_acc"] - out["avg_acc"]) > 0.1, out  # the test split is balanced, training is not
+    assert out["adj_weights"] == {"landbird/land": 3, "landbird/water": 1, "waterbird/land": 1, "waterbird/water": 2}

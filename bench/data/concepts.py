@@ -1,9 +1,14 @@
 """Concept vocabulary: maps an explanation's free words onto concepts with synonym sets.
 
-Scoring reads words through this one place: lower-case, keep letters, drop stop words, lemmatise
-(simplemma ships its data, so it works offline), then look the lemma up in synonym sets
-(water: water, ocean, lake, sea, wave, ...). A word may belong to several concepts; its weight is
-then split evenly between them.
+Scoring reads words through this one place: lower-case, keep letters, drop stop words, lemmatise,
+then look the lemma up in synonym sets (water: water, ocean, lake, sea, wave, ...). A word may
+belong to several concepts; its weight is then split evenly between them.
+
+Lemmas come from lemminflect, an English lemmatiser that knows each dictionary word's parts of
+speech and ships its data (NLTK's and spaCy's data cannot be downloaded offline). A word is read
+as a noun when it is a known noun ("leaves" -> leaf, "crosses" -> cross), else as the first part
+of speech it is known as ("playing" -> play, "smaller" -> small); an unknown word goes through
+lemminflect's noun rules ("annuli" -> annulus). Explanations name things, so the noun reading wins.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-import simplemma
+from lemminflect import getAllLemmas, getAllLemmasOOV
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from fexbench.core.contract import Explanation
@@ -22,10 +27,33 @@ STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | EXTRA_STOP_WORDS
 _LETTERS = re.compile(r"[a-z]+")
 
 
+# Parts of speech tried after NOUN, in order, for a word that is not a known noun.
+_OTHER_POS = ("PROPN", "VERB", "ADJ", "ADV", "AUX")
+# Function words lemminflect's dictionary lacks: "an" is a form of the article "a" (as in spaCy).
+# The embedded CLIP's word tokenizer has one token per lemma, so this also keeps its vocabulary.
+_EXCEPTIONS = {"an": "a"}
+
+
 @lru_cache(maxsize=65536)
 def lemma(word: str) -> str:
+    """The lemma of one lower-cased word: its noun lemma when it is a known noun, else its first
+    known part of speech's lemma, else lemminflect's out-of-vocabulary noun rule."""
     word = word.lower()
-    return simplemma.lemmatize(word, lang="en").lower()
+    if word in _EXCEPTIONS:
+        return _EXCEPTIONS[word]
+    known = getAllLemmas(word)
+    nouns = known.get("NOUN", ())
+    if nouns:
+        # "grounds" -> (ground, grounds): prefer an inflection's lemma over the word itself;
+        # "leaves" -> (leave, leaf): prefer the lemma that is not also its verb reading.
+        candidates = [n for n in nouns if n != word] or list(nouns)
+        verbs = set(known.get("VERB", ()))
+        return next((n for n in candidates if n not in verbs), candidates[0]).lower()
+    for pos in _OTHER_POS:
+        if known.get(pos):
+            return known[pos][0].lower()
+    oov = getAllLemmasOOV(word, "NOUN").get("NOUN", ())
+    return (oov[0] if oov else word).lower()
 
 
 def content_words(text: str) -> list[str]:

@@ -10,6 +10,12 @@ to 0..8 or to -1, and -1 never equals a label, so an unmapped argmax counts as w
 
 `challenge_accuracies` is the protocol itself (accuracy per variant, per class, BG-gap); the
 synthetic task measures its subjects with the same function.
+
+Preprocessing. The reference evaluation (in9_eval.py, tools/datasets.py) feeds each image
+unresized (`transforms.ToTensor()`, the release's images are all 224 x 224) and normalises it with
+the mean/std of the model's training set: ImageNet's for an ImageNet model, IN-9's for a model
+trained on IN-9L. `challenge_preprocess` is that protocol and `load_challenge_variant(resize=False)`
+keeps the pixels as stored; a subject's own processor (resize, centre-crop) is the other choice.
 """
 from __future__ import annotations
 
@@ -17,11 +23,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from PIL import Image
 
 from fexbench.data.imageset import DataError, ImageSet
 from fexbench.data.images import ImageItem, decode_images
@@ -33,18 +41,25 @@ CLASS_NAMES = tuple(folder.split("_", 1)[1] for folder in CLASS_FOLDERS)
 IN9L_SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 N_IMAGENET_CLASSES = 1000
+# Normalisation of the reference evaluation (tools/datasets.py): ImageNet's, and IN-9's for IN-9L models.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IN9_MEAN, IN9_STD = (0.4717, 0.4499, 0.3837), (0.2600, 0.2516, 0.2575)
+# data.preprocess on the real challenge: the reference's protocol, or each subject's own processor.
+PREPROCESS_CHOICES = ("challenge", "model")
+MAX_LISTED = 5
 
 
 # ---------------------------------------------------------------- loaders
 
 def load_challenge_variant(root: str | os.PathLike, variant: str, image_size: int = 224,
                            limit: int | None = None, max_bad_fraction: float = 0.0,
-                           workers: int | None = None) -> ImageSet:
+                           workers: int | None = None, resize: bool = True) -> ImageSet:
     """One test variant, `<root>/<variant>/val/<class folder>/*.JPEG`, as a 9-class ImageSet.
 
     ids are `<variant>/val/<class folder>/<file>`: mixed_rand and mixed_next reuse the original
     file names, so the variant prefix keeps ids unique across variants while the file name still
-    pairs an image with its original.
+    pairs an image with its original. With resize=False (the challenge's protocol) every image
+    must already be image_size x image_size, and its pixels are kept exactly as decoded.
     """
     if variant not in VARIANTS:
         raise DataError(f"unknown backgrounds-challenge variant {variant!r}; variants are {', '.join(VARIANTS)}")
@@ -57,7 +72,7 @@ def load_challenge_variant(root: str | os.PathLike, variant: str, image_size: in
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise DataError(f"variant folder {folder} not found; folders under {root}: {present}")
     return _load_class_tree(folder, root, f"in9-{variant}", image_size, limit, max_bad_fraction, workers,
-                            {"source": "backgrounds-challenge", "variant": variant})
+                            {"source": "backgrounds-challenge", "variant": variant}, resize)
 
 
 def load_in9l(root: str | os.PathLike, split: str, image_size: int = 224, limit: int | None = None,
@@ -74,7 +89,8 @@ def load_in9l(root: str | os.PathLike, split: str, image_size: int = 224, limit:
 
 
 def _load_class_tree(folder: Path, root: Path, name: str, image_size: int, limit: int | None,
-                     max_bad_fraction: float, workers: int | None, provenance: dict[str, str]) -> ImageSet:
+                     max_bad_fraction: float, workers: int | None, provenance: dict[str, str],
+                     resize: bool = True) -> ImageSet:
     """Images of `folder/<class folder>/*`, labelled by their class folder, in sorted order."""
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of images, got {limit}")
@@ -88,8 +104,7 @@ def _load_class_tree(folder: Path, root: Path, name: str, image_size: int, limit
         raise DataError(f"{folder}: missing class folder(s) {missing}")
     files, labels = [], []
     for label, cls in enumerate(CLASS_FOLDERS):
-        found = sorted(p for p in (folder / cls).iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = _image_files(folder / cls)
         if not found:
             raise DataError(f"{folder / cls}: no images (*.JPEG, *.jpg, *.png)")
         files += found
@@ -97,6 +112,8 @@ def _load_class_tree(folder: Path, root: Path, name: str, image_size: int, limit
     if limit is not None and limit < len(files):  # spread over the classes, not the first class only
         keep = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    if not resize:
+        _check_sizes(files, image_size)
     manifest = hashlib.sha256()
     for path in files:  # relative path and size: catches a missing or truncated file without re-reading
         manifest.update(f"{path.relative_to(root).as_posix()}\x00{path.stat().st_size}\n".encode())
@@ -108,7 +125,72 @@ def _load_class_tree(folder: Path, root: Path, name: str, image_size: int, limit
         class_names=CLASS_NAMES, metadata={}, metadata_values={},
         ids=tuple(p.relative_to(root).as_posix() for p in kept), captions=None,
         provenance={**provenance, "root": str(root), "image_size": str(image_size), "limit": str(limit),
+                    "resized": "yes" if resize else "no (kept as stored)",
                     "file_manifest_sha256": manifest.hexdigest(), "bad_images": str(len(decoded.bad))})
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _check_sizes(files: Sequence[Path], image_size: int) -> None:
+    """Every readable image is image_size x image_size (read from headers; unreadable files are
+    left to the decoder, which counts them against max_bad_fraction)."""
+    wrong = []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except (OSError, SyntaxError, ValueError):
+            continue
+        if size != (image_size, image_size):
+            wrong.append(f"{path} is {size[0]}x{size[1]}")
+    if wrong:
+        more = f"; and {len(wrong) - MAX_LISTED} more" if len(wrong) > MAX_LISTED else ""
+        raise DataError(f"the challenge's protocol (data.preprocess = 'challenge') evaluates images unresized, "
+                        f"so every image must be {image_size}x{image_size} (data.image_size): "
+                        f"{'; '.join(wrong[:MAX_LISTED])}{more}. Set data.image_size to the images' size, "
+                        "or data.preprocess = 'model' to resize them for each subject's own processor")
+
+
+def check_challenge_layout(root: str | os.PathLike, variants: Sequence[str] = VARIANTS,
+                           image_size: int | None = None) -> None:
+    """The release's whole layout, before anything is decoded or run: every variant folder, its nine
+    class folders, at least one image in each (and, given image_size, every image that size).
+    One DataError lists every problem found."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"backgrounds-challenge root {root} does not exist or is not a folder "
+                        "(expected the unpacked bg_challenge folder holding original/, mixed_rand/, ...)")
+    problems, files = [], []
+    for variant in dict.fromkeys(variants):
+        if variant not in VARIANTS:
+            problems.append(f"unknown variant {variant!r} (variants are {', '.join(VARIANTS)})")
+            continue
+        folder = root / variant / "val"
+        if not folder.is_dir():
+            problems.append(f"variant folder {folder} not found")
+            continue
+        present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown = [p for p in present if p not in CLASS_FOLDERS]
+        if unknown:
+            problems.append(f"{folder}: unknown class folder(s) {unknown}")
+        for cls in CLASS_FOLDERS:
+            if cls not in present:
+                problems.append(f"{folder}: missing class folder {cls!r}")
+                continue
+            found = _image_files(folder / cls)
+            if not found:
+                problems.append(f"{folder / cls}: no images (*.JPEG, *.jpg, *.png)")
+            files += found
+    if problems:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(f"backgrounds-challenge layout under {root} is incomplete ({len(problems)} problem(s)): "
+                        + "; ".join(problems) + f". Folders under {root}: {present}; the class folders are "
+                        + ", ".join(repr(c) for c in CLASS_FOLDERS))
+    if image_size is not None:
+        _check_sizes(files, image_size)
 
 
 # ---------------------------------------------------------------- 1000 -> 9 classes
@@ -229,3 +311,25 @@ def in9_classifier(classifier: Any, mapping: np.ndarray) -> Any:
     layers = {name: (path if name == "logits" else f"inner.{path}") for name, path in classifier.layer_paths.items()}
     extra = {k: getattr(classifier, k) for k in ("amp", "batch_size") if hasattr(classifier, k)}
     return type(classifier)(module, layers, classifier.preprocess, classifier.conv_layer, classifier.device, **extra)
+
+
+# ---------------------------------------------------------------- the reference's preprocessing
+
+def challenge_preprocess(n_classes: int) -> Callable[[np.ndarray], torch.Tensor]:
+    """in9_eval.py's input: ToTensor (uint8 HWC -> float CHW / 255) on the unresized image, then the
+    training set's normalisation: IN-9's for a 9-class (IN-9L) model, ImageNet's otherwise."""
+    mean, std = (IN9_MEAN, IN9_STD) if n_classes == len(CLASS_FOLDERS) else (IMAGENET_MEAN, IMAGENET_STD)
+    mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+    def preprocess(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+        return x.sub(mean_t).div(std_t)
+
+    return preprocess
+
+
+def with_preprocess(classifier: Any, preprocess: Callable[[np.ndarray], torch.Tensor]) -> Any:
+    """The same classifier (module, layers, device, batching) with another input preprocessing."""
+    extra = {k: getattr(classifier, k) for k in ("amp", "batch_size") if hasattr(classifier, k)}
+    return type(classifier)(classifier.module, dict(classifier.layer_paths), preprocess, classifier.conv_layer,
+                            classifier.device, **extra)

@@ -91,6 +91,21 @@ def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
     )
 
 
+def train_group_counts(root: str | os.PathLike) -> np.ndarray:
+    """Rows of the train split (split 0) of metadata.csv per group 2 * y + place.
+
+    WILDS weights the per-group test accuracies by these counts for its `adj_acc_avg` (on the
+    release: landbird/land 3498, landbird/water 184, waterbird/land 56, waterbird/water 1057).
+    """
+    csv_path = Path(root) / "metadata.csv"
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path} not found: is {root} the Waterbirds release folder?")
+    rows = [row for row in _parse_metadata(csv_path.read_bytes(), csv_path) if row["split"] == SPLITS["train"]]
+    if not rows:
+        raise DataError(f"{csv_path}: no rows with split=0 (train): no training group counts to weight by")
+    return np.bincount([2 * row["y"] + row["place"] for row in rows], minlength=4).astype(np.int64)
+
+
 def _parse_metadata(raw: bytes, csv_path: Path) -> list[dict]:
     """Rows of metadata.csv with integer codes checked; each row remembers its row number."""
     try:

@@ -53,7 +53,8 @@ REAL_CLASS_WORDS = {
 }
 REAL_SCENE_WORDS = ("sky", "road", "street", "indoor", "room", "floor", "wall", "snow", "sand", "rock", "branch",
                     "flower", "plant", "jungle", "stage", "table", "underwater", "dirt", "mud", "background")
-CHALLENGE_OPTIONS = ("source", "root", "mapping_file", "image_size", "limit", "probe_variant", "probe_limit")
+CHALLENGE_OPTIONS = ("source", "root", "mapping_file", "image_size", "limit", "probe_variant", "probe_limit",
+                     "preprocess")
 
 
 def real_imagenet9_vocabulary() -> ConceptVocabulary:
@@ -89,6 +90,7 @@ class ImageNet9Background(Task):
     name = "imagenet9-background"
     description = "background reliance (ImageNet-9 backgrounds challenge): explanations vs measured BG-gaps"
     metrics = (SPEARMAN_PAIRS, NATIVE_PRECISION, SPEARMAN_SUBJECTS)
+    version = 2  # 2: words matched through the part-of-speech lemmatiser; challenge preprocessing
 
     def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), seeds: tuple[int, ...] = (0,),
                  n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 6, width: int = 16,
@@ -154,12 +156,20 @@ class ImageNet9Background(Task):
         if "root" not in self.data:
             raise DataError("imagenet9-background: data.root (the unpacked bg_challenge folder) is required")
         root = Path(self.data["root"])
+        # "challenge": the reference's evaluation (unresized, ToTensor + the training set's mean/std);
+        # "model": images squashed to image_size, then each subject's own processor
+        preprocess = self.data.get("preprocess", "challenge")
+        if preprocess not in challenge.PREPROCESS_CHOICES:
+            raise DataError(f"imagenet9-background: data.preprocess = {preprocess!r}; "
+                            f"choose one of {', '.join(challenge.PREPROCESS_CHOICES)}")
         return {"root": root, "mapping_file": Path(self.data.get("mapping_file", root / "in_to_in9.json")),
+                "preprocess": preprocess,
                 "image_size": int(self.data.get("image_size", 224)), "limit": self.data.get("limit"),
                 "probe_variant": self.data.get("probe_variant", "mixed_rand"),
                 "probe_limit": self.data.get("probe_limit", 1000)}
 
-    def _real_subject(self, env: Any, spec: Mapping[str, Any], mapping: np.ndarray) -> Subject:
+    def _real_subject(self, env: Any, spec: Mapping[str, Any], mapping: np.ndarray,
+                      preprocess: str = "model") -> Subject:
         """An ImageNet (1000 logits, grouped by the mapping) or IN-9L (9 logits) classifier, as it is."""
         from fexbench.models.finetune import validate_subject
         from fexbench.models.pretrained import load_classifier
@@ -169,8 +179,7 @@ class ImageNet9Background(Task):
         if unused:
             raise DataError(f"imagenet9-background: subject key(s) {unused} do not apply: "
                             "the challenge scores classifiers as they are (name and backbone only)")
-        classifier, info = load_classifier(spec["backbone"], env.device, amp=getattr(env, "amp", True),
-                                           batch_size=getattr(env, "batch_size", 64))
+        classifier, info = load_classifier(spec["backbone"], env.device, amp=env.amp, batch_size=env.batch_size)
         name = spec.get("name") or str(spec["backbone"]["model"])
         if info["n_classes"] == challenge.N_IMAGENET_CLASSES:
             model, names = challenge.in9_classifier(classifier, mapping), (*challenge.CLASS_NAMES, challenge.UNMAPPED)
@@ -180,8 +189,11 @@ class ImageNet9Background(Task):
         else:
             raise DataError(f"imagenet9-background: subject {name!r} has {info['n_classes']} classes; "
                             f"expected 1000 (ImageNet, mapped by in_to_in9.json) or 9 (IN-9L)")
+        if preprocess == "challenge":  # a different input is a different subject for every cache
+            model = challenge.with_preprocess(model, challenge.challenge_preprocess(info["n_classes"]))
+            weights = stable_hash({"weights": weights, "preprocess": "challenge"}, 64)
         config = {"backbone": dict(spec["backbone"]), "backbone_sha256": info["weights_sha256"],
-                  "n_classes": info["n_classes"]}
+                  "n_classes": info["n_classes"], "preprocess": preprocess}
         return Subject(name=name, model=model, class_names=tuple(names), weights_hash=weights, config=config)
 
     def _prepare_challenge(self, env: Any) -> Prepared:
@@ -189,21 +201,25 @@ class ImageNet9Background(Task):
         opts = self._challenge_options()
         if not self.subjects:
             raise DataError("imagenet9-background: the challenge needs `subjects` (ImageNet or IN-9L classifiers)")
+        resize = opts["preprocess"] == "model"
+        challenge.check_challenge_layout(opts["root"], (*world.VARIANTS, opts["probe_variant"]),
+                                         None if resize else opts["image_size"])  # before any model loads
         mapping = challenge.load_in_to_in9(opts["mapping_file"])
-        subjects = [self._real_subject(env, spec, mapping) for spec in self.subjects]
+        subjects = [self._real_subject(env, spec, mapping, opts["preprocess"]) for spec in self.subjects]
         bad, workers = getattr(env, "max_bad_image_fraction", 0.0), getattr(env, "workers", None)
         hashes = {"in_to_in9": stable_hash(mapping.tolist(), 64)}
         preds: dict[str, dict[str, np.ndarray]] = {s.name: {} for s in subjects}
         labels: dict[str, np.ndarray] = {}
         for variant in world.VARIANTS:
-            data = challenge.load_challenge_variant(opts["root"], variant, opts["image_size"], opts["limit"], bad, workers)
+            data = challenge.load_challenge_variant(opts["root"], variant, opts["image_size"], opts["limit"], bad,
+                                                    workers, resize)
             hashes[f"test:{variant}"], labels[variant] = data.content_hash, data.labels
             for subject in subjects:
                 logits = cached_activations(env.arrays, subject, data, ("logits",), progress=env.progress)["logits"]
                 preds[subject.name][variant] = logits.argmax(1)
             del data
         probe = challenge.load_challenge_variant(opts["root"], opts["probe_variant"], opts["image_size"],
-                                                 opts["probe_limit"], bad, workers)
+                                                 opts["probe_limit"], bad, workers, resize)
         hashes["probe"] = probe.content_hash
         targets = tuple(Target("class", i, name) for i, name in enumerate(challenge.CLASS_NAMES))
         cases, truth = [], {}

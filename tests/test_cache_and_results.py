@@ -119,9 +119,27 @@ def test_malformed_results_name_the_file_and_field(tmp_path, mutate, message):
     data = json.loads(path.read_text())
     mutate(data)
     atomic_write_text(path, json.dumps(data))
+    with pytest.raises(ResultsError, match="does not match its recorded digest") as info:
+        read_result(path)  # an edit under the recorded digest is caught first
+    assert str(path) in str(info.value)
+    del data["digest"]  # a file without a digest (an older fexbench's) still has every field checked
+    atomic_write_text(path, json.dumps(data))
     with pytest.raises(ResultsError, match=message) as info:
         read_result(path)
     assert str(path) in str(info.value)
+
+
+def test_result_digest_is_written_checked_and_optional(tmp_path):
+    path = write_result(tmp_path, _result())
+    raw = json.loads(path.read_text())
+    assert len(raw["digest"]) == 64 and read_result(path).digest == raw["digest"]
+    raw["metrics"][0]["value"] = 0.12  # a plausible edit: same job key, another number
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultsError, match="digest"):
+        read_result(path)
+    del raw["digest"]
+    path.write_text(json.dumps(raw))
+    assert read_result(path).digest is None  # unverified: readable, but never resumed by the runner
 
 
 def test_results_keep_seed_values_and_version_1_files_still_read(tmp_path):
@@ -131,8 +149,8 @@ def test_results_keep_seed_values_and_version_1_files_still_read(tmp_path):
     back = read_result(path)
     assert back.metric("m").seed_values[::2] == (0.4, 0.6) and np.isnan(back.metric("m").seed_values[1])
     assert back.explainer_seeds == [3, 77, 91]
-    raw = json.loads(path.read_text())  # a version-1 file: no seed values, no explainer seeds
-    del raw["metrics"][0]["seed_values"], raw["config"]["explainer_seeds"]
+    raw = json.loads(path.read_text())  # a version-1 file: no seed values, no explainer seeds, no digest
+    del raw["metrics"][0]["seed_values"], raw["config"]["explainer_seeds"], raw["digest"]
     raw["schema_version"] = 1
     path.write_text(json.dumps(raw))
     old = read_result(path)

@@ -95,7 +95,7 @@ def test_default_toml_is_the_embedded_default():
         cls = registry.explainers.get(name)
         assert cls(**options).config() == cls().config(), name
     # it spells out every [run] key, so it documents them all
-    assert set(tomllib.loads(path.read_text())["run"]) == {f.name for f in dataclasses.fields(RunSection)}
+    assert set(tomllib.loads(path.read_text())["run"]) == set(RunSection.model_fields)
 
 
 def test_real_run_recipe_is_a_valid_config():
@@ -202,13 +202,32 @@ ERRORS = [
     ("[resources.toy-res]\nmodel = 3", "resources.toy-res.model: expected a string, got an integer 3"),
     ("[resources.toy-res]\nenv = 3", "resources.toy-res.env: unknown option; options are: model, dim"),
     ("[run\nseed = 1", "not valid TOML"),
-    ("[run]\nexplainer_seeds = -2", "run.explainer_seeds: must be 0 (automatic) or more, got -2"),
+    ("[run]\nexplainer_seeds = -2", "run.explainer_seeds: must be 0 (automatic) to 1000, got -2"),
     ("[run]\nexplainer_seeds = 2.5", "run.explainer_seeds: expected an integer"),
     ("[tasks.config-toy]\ndata = { source = \"imagenet\" }",
      "tasks.config-toy: ValueError: data.source must be world or wilds, got 'imagenet'"),
     ("[tasks.waterbirds-spurious]\nsubjects = \"resnet\"", "tasks.waterbirds-spurious.subjects: expected a list"),
     ("[tasks.waterbirds-spurious]\nsubjects = [1]", "tasks.waterbirds-spurious.subjects[0]: expected a table"),
     ("[tasks.waterbirds-spurious]\nrhos = [0.5, \"x\"]", "tasks.waterbirds-spurious.rhos[1]: expected a number"),
+    # nested data specs have typed schemas, checked before any work
+    ("[tasks.waterbirds-spurious]\ndata = { rooot = \"x\" }",
+     "tasks.waterbirds-spurious.data.rooot: unknown key; keys are source"),
+    ("[tasks.waterbirds-spurious]\ndata = { source = \"wilds\", root = \".\", imagesize = 224 }",
+     "tasks.waterbirds-spurious.data.imagesize: unknown key; keys are image_size, limit, max_bad_fraction"),
+    ("[tasks.waterbirds-spurious]\ndata = { source = \"wilds\", root = \".\", image_size = \"224\" }",
+     "tasks.waterbirds-spurious.data.image_size: expected an integer, got a string '224'"),
+    ("[tasks.waterbirds-spurious]\ndata = { source = \"wilds\" }", "tasks.waterbirds-spurious.data.root: required key is missing"),
+    ("[tasks.waterbirds-spurious]\ndata = { source = \"kaggle\" }",
+     "tasks.waterbirds-spurious.data.source: expected one of 'world', 'wilds', 'hf', got a string 'kaggle'"),
+    ("[tasks.imagenet9-background]\ndata = { source = \"challenge\", root = \".\", probe_limit = 0 }",
+     "tasks.imagenet9-background.data.probe_limit: "),
+    # bounded input: seeds, list lengths, nesting
+    ("[run]\nseed = -1", "run.seed: must be an integer in [0, 4294967295] (a seed), got -1"),
+    ("[run]\nseed = 4294967296", "run.seed: must be an integer in [0, 4294967295]"),
+    ("[tasks.waterbirds-spurious]\nseeds = [0, -3]", "tasks.waterbirds-spurious.seeds[1]: must be an integer in [0, 4294967295] (a seed), got -3"),
+    ("[tasks.waterbirds-spurious]\nrhos = [" + "0.5," * 10_001 + "]", "tasks.waterbirds-spurious.rhos: 10001 entries; at most 10000"),
+    ("[tasks.waterbirds-spurious]\nrhos = " + "[" * 20 + "]" * 20, "nested deeper than 16 levels"),
+    ("[run]\nbatch_size = 0", "run.batch_size: must be 1 to 65536, got 0"),
 ]
 
 
@@ -295,3 +314,21 @@ def test_summary_describes_the_whole_results_folder(toys, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| says-word " in summary and "| says-yes " in summary
     assert "broken.json" in captured.err and "1 earlier job files in the folder included" in captured.out
+
+
+def test_bounded_input_fails_fast_and_named(tmp_path):
+    deep = write(tmp_path, "x = " + "[" * 100_000 + "]" * 100_000, "deep.toml")
+    with pytest.raises(ConfigError, match=r"deep\.toml: nested too deeply to parse"):
+        load_config(deep)
+    big = write(tmp_path, "[tasks.waterbirds-spurious]\nrhos = [" + "0.5, " * 300_000 + "]", "big.toml")
+    with pytest.raises(ConfigError, match=r"big\.toml: \d+ bytes; a run config is at most 1048576 bytes"):
+        load_config(big)
+
+
+def test_out_and_cache_dir_must_be_folders(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match=r"run\.out: .*a-file exists and is not a folder"):
+        load_config(write(tmp_path, f'[run]\nout = "{tmp_path / "a-file"}"'))
+    with pytest.raises(ConfigError, match=r"^command line: --cache-dir: .*a-file exists and is not a folder"):
+        default_config().with_overrides(cache_dir=str(tmp_path / "a-file"))
+    assert load_config(write(tmp_path, f'[run]\nout = "{tmp_path / "a-file"}"'), lint=True)  # lint: no path checks

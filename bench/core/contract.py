@@ -137,6 +137,7 @@ class Environment:
     amp: bool = True
     batch_size: int = 64  # forward passes of every subject kind; the config's [run] batch_size default
     workers: int | None = None
+    threads: int = 0  # torch/BLAS threads of the run; 0: automatic (fexbench.core.threads.choose)
     max_bad_image_fraction: float = 0.0
     explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
     replicates: int = 1  # independent replicates of every task (own world data, zoo, explainer seeds)

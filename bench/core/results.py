@@ -6,6 +6,7 @@ content hashes of data and weights, wall time and peak memory.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -15,13 +16,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
+from pydantic import TypeAdapter, ValidationError
+
 from fexbench.core.cache import atomic_write_json
 from fexbench.core.metrics import MetricValue
 
-SCHEMA_VERSION = 2  # 2: metrics carry `seed_values`, config carries `explainer_seeds`
-READABLE_VERSIONS = (1, 2)  # version 1 is version 2 with one explainer seed
+SCHEMA_VERSION = 3  # 2: metrics carry `seed_values`, config `explainer_seeds`; 3: replicates, unit values
+READABLE_VERSIONS = (1, 2, 3)  # version 1 is version 2 with one explainer seed; 2 is 3 with one replicate
 TRACKED_PACKAGES = ("fexbench", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers",
-                    "open_clip_torch", "datasets", "simplemma", "tabulate")
+                    "open_clip_torch", "datasets", "lemminflect", "tabulate")
+
+
+STATUSES = ("ok", "error", "skipped")  # skipped: the explainer declares it cannot explain the task's targets
 
 
 class ResultsError(ValueError):
@@ -43,7 +49,7 @@ class JobResult:
     task: str
     explainer: str
     oracle: bool
-    status: str  # "ok" | "error"
+    status: str  # "ok" | "error" | "skipped"
     job_key: str
     seed: int
     metrics: tuple[MetricValue, ...] = ()
@@ -57,8 +63,21 @@ class JobResult:
     fit_time_s: float = 0.0
     explain_time_s: float = 0.0
     peak_rss_mb: float = 0.0
+    # Replicates (schema 3): per replicate its run seed, explainer seeds, hashes, ground truth and
+    # per-subject numbers (replicate 0 is also the top-level fields above); per metric, the per-unit
+    # columns behind it (fexbench.harness.pooling), so paired statistics can be recomputed later.
+    replicates: tuple[Mapping[str, Any], ...] = ()
+    unit_values: Mapping[str, Any] = field(default_factory=dict)
+    # The explanations themselves (replicate 0, first explainer seed): subject -> one entry per
+    # target {"target", "concepts": [[word, weight], ...], "evidence": [...]}, so a published board
+    # can be audited and re-scored, and its word clouds drawn, from the result file alone.
+    explanations: Mapping[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
+    resumed: bool = field(default=False, compare=False)  # this run read it back instead of computing it; not stored
+    # sha256 of the canonical JSON of every other field, written by write_result and checked by
+    # read_result; None for a result not read from a file or written before digests existed
+    digest: str | None = None
 
     @property
     def explainer_seeds(self) -> list[int]:
@@ -73,10 +92,16 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; NaN (an undefined metric) becomes null so any JSON reader accepts it."""
-        return _json_safe(asdict(self))
+        data = asdict(self)
+        data.pop("resumed")
+        return _json_safe(data)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "JobResult":
+    def from_dict(cls, data: Any, source: str = "<dict>") -> "JobResult":
+        """A result from its JSON form, every field type-checked (pydantic); any problem is a
+        ResultsError naming `source` and the field, never another exception."""
+        if not isinstance(data, Mapping):
+            raise ResultsError(f"{source}: expected a JSON object, found {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         missing = {"task", "explainer", "oracle", "status", "job_key", "seed"} - set(data)
         if missing:
@@ -85,17 +110,52 @@ class JobResult:
         if unknown:
             raise ResultsError(f"{source}: unknown field(s) {sorted(unknown)}")
         if data.get("schema_version", SCHEMA_VERSION) not in READABLE_VERSIONS:
-            raise ResultsError(f"{source}: schema_version {data['schema_version']} is not one of {READABLE_VERSIONS}")
-        if data["status"] not in ("ok", "error"):
-            raise ResultsError(f"{source}: status must be 'ok' or 'error', not {data['status']!r}")
+            raise ResultsError(f"{source}: schema_version {data['schema_version']!r} is not one of {READABLE_VERSIONS}")
+        if data["status"] not in STATUSES:
+            raise ResultsError(f"{source}: status must be one of {', '.join(STATUSES)}, not {data['status']!r}")
+        from fexbench.core.schema import check  # the JSON Schema file plus range checks (imports this module)
+
+        check(data, source)
+        metrics = data.get("metrics", ())
+        if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, Mapping) for m in metrics):
+            raise ResultsError(f"{source}: metrics: expected a list of objects")
+        # JSON null is an undefined metric (NaN); every other value is left to the type check
+        undefined = ("value", "ci_low", "ci_high")
+        series = ("seed_values", "replicate_values")
+        prepared = {**data, "metrics": [
+            {**m, **{k: float("nan") for k in undefined if k in m and m[k] is None},
+             **{k: [float("nan") if v is None else v for v in m[k]] for k in series
+                if isinstance(m.get(k), (list, tuple))}} for m in metrics]}
         try:
-            metrics = tuple(MetricValue(**{**m, **{k: _nan_if_none(m.get(k)) for k in ("value", "ci_low", "ci_high")},
-                                            "value_range": tuple(m["value_range"]),
-                                            "seed_values": tuple(_nan_if_none(v) for v in m.get("seed_values", ()))})
-                            for m in data.get("metrics", ()))
-        except TypeError as exc:
-            raise ResultsError(f"{source}: malformed metric entry: {exc}") from exc
-        return cls(**{**data, "metrics": metrics})
+            return _adapter().validate_python(prepared)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "result"
+            raise ResultsError(f"{source}: {where}: {first['msg']} (got {_short(first.get('input'))})") from None
+        except (TypeError, ValueError, KeyError) as exc:  # a dataclass's own check
+            raise ResultsError(f"{source}: malformed result: {type(exc).__name__}: {exc}") from None
+
+
+_ADAPTER: TypeAdapter | None = None
+
+
+def _adapter() -> TypeAdapter:
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(JobResult)
+    return _ADAPTER
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def canonical_digest(data: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of a result's dict without its digest."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _json_safe(obj: Any) -> Any:
@@ -110,34 +170,51 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _nan_if_none(x: Any) -> float:
-    return float("nan") if x is None else float(x)
-
-
 def result_path(out_dir: str | Path, task: str, explainer: str) -> Path:
     return Path(out_dir) / task / f"{explainer}.json"
 
 
 def write_result(out_dir: str | Path, result: JobResult) -> Path:
-    return atomic_write_json(result_path(out_dir, result.task, result.explainer), result.to_dict())
+    """Written atomically, with the digest of its content recorded inside it."""
+    data = result.to_dict()
+    data["digest"] = canonical_digest(data)
+    return atomic_write_json(result_path(out_dir, result.task, result.explainer), data)
 
 
 def read_result(path: str | Path) -> JobResult:
+    """A result file, checked: UTF-8 JSON, an object, its recorded digest matching its content (when it
+    has one; one without is returned with digest None: unverified), every field of the right type.
+    Any failure is a ResultsError naming the file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read result: {exc}") from exc
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read result: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{path}: not valid JSON: {str(exc)[:120]}") from None
+    if isinstance(data, Mapping) and "digest" in data:
+        try:
+            matches = data["digest"] == canonical_digest(data)
+        except (TypeError, ValueError):
+            matches = False
+        if not matches:
+            raise ResultsError(f"{path}: content does not match its recorded digest (edited or corrupted)")
     return JobResult.from_dict(data, source=str(path))
 
 
 def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
     """Every readable job file under `out_dir` (<task>/<explainer>.json), and one message per file
-    that could not be read (so a corrupt file is named, never silently dropped)."""
+    that was skipped (so a corrupt file is named, never silently dropped) or read unverified."""
     results, problems = [], []
     for path in sorted(Path(out_dir).glob("*/*.json")):
         try:
-            results.append(read_result(path))
+            result = read_result(path)
         except ResultsError as exc:
-            problems.append(str(exc))
+            problems.append(f"skipped {exc}")
+            continue
+        if result.digest is None:
+            problems.append(f"{path}: no recorded digest (written by an older fexbench); included unverified")
+        results.append(result)
     return results, problems

@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from fexbench.core.cache import atomic_write, stable_hash
+from fexbench.core.cache import atomic_write, build_once, stable_hash
 
 
 class DataError(ValueError):
@@ -136,13 +136,13 @@ def load_imageset(path: str | Path) -> ImageSet:
 
 
 def cached_imageset(cache_dir: str | Path, key: Mapping[str, object], build: Callable[[], ImageSet]) -> ImageSet:
-    """Build an image set once per generator key (e.g. the world's layout, size and seed)."""
+    """Build an image set once per generator key (e.g. the world's layout, size and seed); read
+    back only when the file matches the digest recorded when it was written (fexbench.core.cache)."""
     path = Path(cache_dir) / "worlds" / f"{stable_hash(dict(key), 32)}.safetensors"
-    if path.exists():
-        try:
-            return load_imageset(path)
-        except Exception:  # torn or foreign file: rebuild
-            path.unlink(missing_ok=True)
-    data = build()
-    save_imageset(path, data)
-    return data
+
+    def make() -> ImageSet:
+        data = build()
+        save_imageset(path, data)
+        return data
+
+    return build_once(path, lambda: load_imageset(path), make)

@@ -130,6 +130,7 @@ class RunSection(BaseModel):
     amp: bool = True  # mixed precision (autocast) on cuda only; never on cpu
     batch_size: int = Field(64, ge=1, le=65536)  # forward passes of every subject kind
     workers: int = Field(0, ge=0, le=1024)  # image-decoding threads; 0 = min(8, CPU count)
+    threads: int = Field(0, ge=0, le=1024)  # torch/BLAS threads; 0: OMP_NUM_THREADS, else usable CPUs (fexbench.core.threads)
     max_bad_image_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # share of unreadable images tolerated per split
     tasks: tuple[str, ...] | None = None  # None: every registered task
     explainers: tuple[str, ...] | None = None  # None: every registered explainer
@@ -139,10 +140,11 @@ class RunSection(BaseModel):
     replicates: int = Field(1, ge=1, le=100)
     job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = Field(None, gt=0)  # per job, above what the process maps at its start
+    preset: str | None = None  # a shipped preset this config starts from (fexbench.presets); its keys win
 
 
 _RANGES = {"seed": f"an integer in [0, {SEED_MAX}]", "explainer_seeds": "0 (automatic) to 1000",
-           "batch_size": "1 to 65536", "workers": "0 (automatic) to 1024",
+           "batch_size": "1 to 65536", "workers": "0 (automatic) to 1024", "threads": "0 (automatic) to 1024",
            "max_bad_image_fraction": "in [0, 1)", "replicates": "1 to 100",
            "job_time_limit_s": "a positive number of seconds", "job_memory_limit_mb": "a positive number of MB"}
 
@@ -253,7 +255,11 @@ class RunConfig:
         return list(self.run.tasks) if self.run.tasks is not None else registry.tasks.names()
 
     def explainer_names(self) -> list[str]:
-        return list(self.run.explainers) if self.run.explainers is not None else registry.explainers.names()
+        """The named explainers; by default the built-in ones only (a third-party plugin runs when
+        named or with `explainers = "all"`, never silently in the published default)."""
+        if self.run.explainers is not None:
+            return list(self.run.explainers)
+        return sorted(registry.explainers.builtin_names())
 
     def task_configs(self) -> dict[str, dict[str, Any]]:
         return {name: thaw(kwargs) for name, kwargs in self.tasks.items()}
@@ -278,7 +284,7 @@ class RunConfig:
         values = {"cache_dir": Path(self.run.cache_dir), "out_dir": Path(self.run.out), "seed": self.run.seed,
                   "explainer_seeds": self.run.explainer_seeds, "device": check_device(self.run.device),
                   "progress": self.run.progress, "amp": self.run.amp,
-                  "batch_size": self.run.batch_size, "workers": self.run.workers,
+                  "batch_size": self.run.batch_size, "workers": self.run.workers, "threads": self.run.threads,
                   "max_bad_image_fraction": self.run.max_bad_image_fraction,
                   "replicates": self.run.replicates, "job_time_limit_s": self.run.job_time_limit_s,
                   "job_memory_limit_mb": self.run.job_memory_limit_mb,
@@ -322,7 +328,27 @@ def load_config(path: str | os.PathLike, lint: bool = False,
     if given:
         run = data.get("run", {})
         data = {**data, "run": {**(run if isinstance(run, Mapping) else {}), **given}}
+    data = with_preset(data, path)
     return validate(data, str(path), lint)
+
+
+def with_preset(data: Mapping[str, Any], source: Any) -> dict[str, Any]:
+    """A config that names `[run] preset`: the preset's tables with the config's keys on top
+    (table by table, so `[tasks.X] n_probe = 100` changes one option of the preset's task X)."""
+    run = data.get("run", {})
+    name = run.get("preset") if isinstance(run, Mapping) else None
+    if name is None:
+        return dict(data)
+    from fexbench import presets
+    if not isinstance(name, str) or name not in presets.names():
+        raise ConfigError(f"{source}: run.preset: unknown preset {name!r}; presets: {', '.join(presets.names())}")
+    base = tomllib.loads(presets.path(name).read_text(encoding="utf-8"))
+
+    def merge(a: Any, b: Any, depth: int) -> Any:
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and depth < 3:
+            return {**a, **{k: merge(a.get(k), v, depth + 1) for k, v in b.items()}}
+        return b
+    return merge(base, dict(data), 0)
 
 
 def validate(data: Mapping[str, Any], source: str = "<config>", lint: bool = False) -> RunConfig:
@@ -440,8 +466,8 @@ def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> Ru
 
 
 def _check_names(value: Any, dotted: str, reg: registry.Registry, where: _Where) -> tuple[str, ...] | None:
-    if value == "all":
-        return None
+    if value == "all":  # every registered explainer, plugins included (the default is the built-ins)
+        return tuple(reg.names()) if reg is registry.explainers else None
     if isinstance(value, str):
         value = [n.strip() for n in value.split(",") if n.strip()]
     if not isinstance(value, (list, tuple)) or not value:

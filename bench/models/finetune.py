@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
 from fexbench.harness.config import check_device
 from fexbench.core.contract import Subject
 from fexbench.data.imageset import DataError, ImageSet
@@ -227,7 +227,8 @@ def load_or_finetune(cache_dir: str | Path, name: str, backbone_spec: Mapping[st
                      make_train_set: Callable[[], ImageSet], mode: str = "head", epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4, device: str = "cpu",
                      amp: bool = True, progress: bool = True,
-                     backbone: tuple[PretrainedClassifier, dict[str, Any]] | None = None) -> Subject:
+                     backbone: tuple[PretrainedClassifier, dict[str, Any]] | None = None,
+                     forward_batch_size: int = 64) -> Subject:
     """The fine-tuned subject for (backbone, config, training data): from the cache, or trained and cached.
 
     The key is stable_hash(backbone spec + backbone weights sha256 + fine-tuning config + train_key),
@@ -235,11 +236,13 @@ def load_or_finetune(cache_dir: str | Path, name: str, backbone_spec: Mapping[st
     metadata sha256, split, rho, subsample seed, image size ...), and the data's content hash is
     recorded in the card. Head-only subjects store only the head (the backbone is reloaded from its
     spec and its weights hash must match); whole-network subjects store all weights. Pass `backbone`
-    (load_classifier's result) to load a large backbone once for many subjects.
+    (load_classifier's result) to load a large backbone once for many subjects. `batch_size` is the
+    fine-tuning batch (it enters the key); `forward_batch_size` is the run's batch for forward passes.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    classifier, info = backbone if backbone is not None else load_classifier(backbone_spec, device, amp)
+    classifier, info = backbone if backbone is not None else \
+        load_classifier(backbone_spec, device, amp, batch_size=forward_batch_size)
     config = {"mode": mode, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
               "weight_decay": weight_decay}
     spec = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(backbone_spec).items()}
@@ -247,15 +250,14 @@ def load_or_finetune(cache_dir: str | Path, name: str, backbone_spec: Mapping[st
                        "finetune": config, "data": dict(train_key)}, 24)
     folder = Path(cache_dir) / "subjects" / key
     weights, card_path = folder / "trained.safetensors", folder / "card.json"
-    module = None
-    if weights.exists() and card_path.exists():
-        try:
-            card = json.loads(card_path.read_text())
-            if card.get("file_sha256") == file_sha256(weights):
-                module = _restore(classifier, mode, load_file(str(weights)), len(card["class_names"]))
-        except (OSError, ValueError, KeyError, RuntimeError):
-            module = None  # a torn or foreign entry: train again
-    if module is None:
+
+    def load() -> tuple[nn.Module, dict[str, Any]]:  # only when the folder matches its recorded digests
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or card.get("config_key") != key or card.get("file_sha256") != file_sha256(weights):
+            raise ValueError("card.json does not describe these weights")
+        return _restore(classifier, mode, load_file(str(weights)), len(card["class_names"])), card
+
+    def train_subject() -> tuple[nn.Module, dict[str, Any]]:
         train = make_train_set()
         features = None
         if mode == "head":
@@ -275,6 +277,9 @@ def load_or_finetune(cache_dir: str | Path, name: str, backbone_spec: Mapping[st
                 "train_provenance": dict(train.provenance), "class_names": list(train.class_names),
                 "file_sha256": file_sha256(weights), "weights_sha256": state_dict_sha256(module)}
         atomic_write_json(card_path, card)
+        return module, card
+
+    module, card = build_once(folder, load, train_subject)
     device = check_device(device)
     return Subject(name=name, model=_with_module(classifier, module, device), class_names=tuple(card["class_names"]),
                    weights_hash=card["weights_sha256"], config=card)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from torch import nn
 
-from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
 from fexbench.core.contract import Subject
 from fexbench.data.imageset import ImageSet
 
@@ -154,30 +155,60 @@ def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True) -> Sm
     return model
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class SubjectCard(BaseModel):
+    """card.json of a trained subject: what it was trained from, and its weights' sha256."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    config_key: str
+    train_config: dict[str, Any]
+    data: dict[str, Any]
+    train_data_sha256: Sha256
+    class_names: list[str]
+    weights_sha256: Sha256
+
+
 def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_names: tuple[str, ...],
                   make_train_set: Callable[[], ImageSet], data_key: dict[str, Any],
                   progress: bool = True) -> Subject:
     """The subject for (config, training data): loaded from the cache, or trained and cached.
 
     `data_key` describes the training data fully (generator, seed, rho, size ...), so the cache key
-    is known before the data is built; the data's content hash is stored in the card and checked.
+    is known before the data is built; the data's content hash is stored in the card. The folder is
+    read back only when its files match the digests recorded when they were written and the card
+    describes this very config (fexbench.core.cache.build_once); else the subject is trained again.
     """
     key = stable_hash({"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}, 24)
     folder = Path(cache_dir) / "subjects" / key
     weights, card_path = folder / "model.safetensors", folder / "card.json"
-    if weights.exists() and card_path.exists():
-        card = json.loads(card_path.read_text())
+
+    def load() -> tuple[SmallCNN, dict[str, Any]]:
+        card = SubjectCard.model_validate_json(card_path.read_bytes()).model_dump()
+        expected = json.loads(json.dumps({"config_key": key, "train_config": asdict(config), "data": data_key},
+                                         default=str))
+        for field_name, value in expected.items():
+            if card[field_name] != value:
+                raise ValueError(f"card.json {field_name} does not describe this subject")
+        if card["weights_sha256"] != file_sha256(weights):
+            raise ValueError("card.json weights_sha256 is not the weights file's")
         model = SmallCNN(config.n_classes, config.width, config.hidden)
         model.load_state_dict(load_file(str(weights)))
-        model.eval()
-    else:
-        train = make_train_set()
-        model = train_cnn(train, config, progress)
+        return model.eval(), card
+
+    def train() -> tuple[SmallCNN, dict[str, Any]]:
+        data = make_train_set()
+        model = train_cnn(data, config, progress)
         atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
         card = {"name": name, "config_key": key, "train_config": asdict(config), "data": data_key,
-                "train_data_sha256": train.content_hash, "class_names": list(class_names),
+                "train_data_sha256": data.content_hash, "class_names": list(class_names),
                 "weights_sha256": file_sha256(weights)}
         atomic_write_json(card_path, card)
+        return model, card
+
+    model, card = build_once(folder, load, train)
     return Subject(name=name, model=small_cnn_classifier(model), class_names=class_names,
                    weights_hash=card["weights_sha256"], config=card)
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fexbench.data import world
-from fexbench.core.cache import ArrayCache, atomic_write, stable_hash
+from fexbench.core.cache import ArrayCache, atomic_write, build_once, stable_hash
 from fexbench.core.seeds import derive_seed
 from fexbench.data.imageset import DataError
 
@@ -232,21 +232,20 @@ def build_ivf_index(embeddings: np.ndarray, nlist: int | None = None, nprobe: in
         key = stable_hash({"emb": hashlib.sha256(embeddings.tobytes()).hexdigest(), "nlist": nlist, "seed": seed,
                            "kind": "IVFFlat-IP"}, 32)
         path = Path(index_dir) / f"{key}.faiss"
-        if path.exists():
-            try:
-                index = faiss.read_index(str(path))
-                index.nprobe = nprobe
-                return index
-            except Exception:
-                path.unlink(missing_ok=True)
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.train(embeddings)
-    index.add(embeddings)
+
+    def build() -> Any:
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(embeddings)
+        index.add(embeddings)
+        if path is not None:
+            atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
+        return index
+
+    # on disk, read back only when the file matches the digest recorded when it was written
+    index = build() if path is None else build_once(path, lambda: faiss.read_index(str(path)), build)
     index.nprobe = nprobe
-    if path is not None:
-        atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
     return index
 
 

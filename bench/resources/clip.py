@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import save_file
 
 from fexbench.data import world
-from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, file_sha256, stable_hash
+from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
 from fexbench.core.seeds import derive_seed
 from fexbench.data.concepts import lemma
 
@@ -50,7 +50,7 @@ _SPECIAL = ("<pad>", "<unk>", "<eos>")
 class WordTokenizer:
     """Texts -> (N, context_length) token ids: one token per lemma, then <eos>, then padding.
 
-    Lemmatising (simplemma) lets "trees" and "tree" share a token, so single concept words reach
+    Lemmatising (fexbench.data.concepts.lemma) lets "trees" and "tree" share a token, so single concept words reach
     the same embedding row as the captions that trained it. Unknown words map to <unk>.
     """
 
@@ -318,8 +318,8 @@ def register_config(config: EmbeddedClipConfig, cache_dir: str | Path) -> str:
         _register_timm_tower(config.timm_name, config.vision_widths)
     folder = Path(cache_dir) / "clip" / "configs" / config.key
     path = folder / f"{config.model_name}.json"
-    if not path.exists():
-        atomic_write_json(path, config.open_clip_config(len(config.tokenizer())))
+    build_once(path, lambda: json.loads(path.read_text(encoding="utf-8")),
+               lambda: atomic_write_json(path, config.open_clip_config(len(config.tokenizer()))))
     if config.model_name not in open_clip.list_models():
         open_clip.add_model_config(folder)
     return config.model_name
@@ -545,25 +545,32 @@ def load_or_train_embedded(cache_dir: str | Path, config: EmbeddedClipConfig | N
     folder = Path(cache_dir) / "clip" / config.key
     weights, card_path = folder / "open_clip_model.safetensors", folder / "card.json"
     name = register_config(config, cache_dir)
-    if weights.exists() and card_path.exists():
-        card = json.loads(card_path.read_text())
-        if card.get("weights_sha256") == file_sha256(weights):
-            return load_embedded_checkpoint(weights, config, cache_dir, device, card)
-    start = time.perf_counter()
-    model = train_embedded_clip(config, cache_dir, progress, log)
-    train_s = time.perf_counter() - start
-    atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
-    card = {"model_name": name, "config_key": config.key, "config": asdict(config), "world_version": world.VERSION,
-            "open_clip_config": config.open_clip_config(len(config.tokenizer())),
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-            "train_seconds": round(train_s, 1), "weights_sha256": file_sha256(weights)}
-    clip = load_embedded_checkpoint(weights, config, cache_dir, device, card)  # the warm path, exactly
-    card["zero_shot_accuracy"] = zero_shot_accuracy(clip, image_size=config.image_size)
-    clip.card = card
-    atomic_write_json(card_path, card)
-    if log:
-        log(f"embedded CLIP trained in {train_s:.0f}s; zero-shot accuracy {card['zero_shot_accuracy']}")
-    return clip
+
+    def load() -> ClipModel:  # read back only when the folder matches its recorded digests
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or card.get("config_key") != config.key \
+                or card.get("weights_sha256") != file_sha256(weights):
+            raise ValueError("card.json does not describe these weights")
+        return load_embedded_checkpoint(weights, config, cache_dir, device, card)
+
+    def train() -> ClipModel:
+        start = time.perf_counter()
+        model = train_embedded_clip(config, cache_dir, progress, log)
+        train_s = time.perf_counter() - start
+        atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
+        card = {"model_name": name, "config_key": config.key, "config": asdict(config),
+                "world_version": world.VERSION, "open_clip_config": config.open_clip_config(len(config.tokenizer())),
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "train_seconds": round(train_s, 1), "weights_sha256": file_sha256(weights)}
+        clip = load_embedded_checkpoint(weights, config, cache_dir, device, card)  # the warm path, exactly
+        card["zero_shot_accuracy"] = zero_shot_accuracy(clip, image_size=config.image_size)
+        clip.card = card
+        atomic_write_json(card_path, card)
+        if log:
+            log(f"embedded CLIP trained in {train_s:.0f}s; zero-shot accuracy {card['zero_shot_accuracy']}")
+        return clip
+
+    return build_once(folder, load, train)
 
 
 def load_embedded_checkpoint(path: str | Path, config: EmbeddedClipConfig, cache_dir: str | Path,

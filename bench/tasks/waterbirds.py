@@ -28,6 +28,7 @@ from fexbench.data.imageset import DataError, ImageSet, cached_imageset
 from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean, spearman
 from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
 from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
+from fexbench.tasks.waterbirds_zoo import WaterbirdsZoo
 
 CLASS_NAMES = ("angular", "round")
 REAL_CLASS_NAMES = ("landbird", "waterbird")
@@ -64,6 +65,7 @@ class WaterbirdsSpurious(Task):
     name = "waterbirds-spurious"
     description = "spurious-correlation detection: explanations vs counterfactually measured background reliance"
     metrics = (SPEARMAN, AUROC, CORRECT_BG)
+    version = 2  # 2: words matched through the part-of-speech lemmatiser; adj_avg_acc reported
 
     def __init__(self, rhos: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98),
                  seeds: tuple[int, ...] = (0, 1), n_train: int = 3000, n_probe: int = 800, n_test: int = 1200,
@@ -78,18 +80,13 @@ class WaterbirdsSpurious(Task):
         self.subjects = [dict(s) for s in subjects or ()]
 
     # -- data ---------------------------------------------------------------------------------
+    @property
+    def zoo(self) -> WaterbirdsZoo:
+        """The shared layout and zoo (fexbench.tasks.waterbirds_zoo): same data, same cached subjects."""
+        return WaterbirdsZoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size)
+
     def _world(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:
-        key = {"layout": "waterbirds", "split": split, "n": n, "rho": rho, "seed": seed, "swap": swap,
-               "size": self.image_size, "world": world.VERSION}
-
-        def build() -> ImageSet:
-            scenes, labels, place = world.waterbirds_scenes(n, rho, seed, balanced=(split != "train"))
-            if swap:
-                scenes, place = world.swap_place(scenes, place, _seed(seed, "swap")), 1 - place
-            return world.scenes_to_imageset(scenes, labels, CLASS_NAMES, f"waterbirds-{split}{'-swapped' if swap else ''}",
-                                            self.image_size, seed, extra_metadata={"place": (place, PLACES)})
-
-        return cached_imageset(env.cache_dir, key, build)
+        return self.zoo.world_set(env, split, n, rho, seed, swap)
 
     def _splits(self, env: Any) -> tuple[ImageSet, ImageSet, ImageSet | None]:
         """(probe, test, background-swapped test or None) from the configured source."""
@@ -120,13 +117,7 @@ class WaterbirdsSpurious(Task):
         return [self._real_subject(env, spec) for spec in self.subjects]
 
     def _world_subject(self, env: Any, rho: float, seed: int) -> Subject:
-        data_seed = _seed(env.seed, "train", rho, seed)
-        return load_or_train(
-            env.cache_dir, f"cnn-rho{rho:g}-s{seed}",
-            TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed), CLASS_NAMES,
-            lambda: self._world(env, "train", self.n_train, rho, data_seed),
-            {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
-             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+        return self.zoo.subject(env, rho, seed)
 
     def _real_subject(self, env: Any, spec: Mapping[str, Any]) -> Subject:
         """A subject trained here on the real train split, subsampled to the spec's rho."""
@@ -148,7 +139,8 @@ class WaterbirdsSpurious(Task):
                                  REAL_CLASS_NAMES, train_set, data_key, progress=env.progress)
         options = {k: v for k, v in spec.items() if k not in ("name", "backbone", "rho", "seed")}
         return load_or_finetune(env.cache_dir, name, spec["backbone"], data_key, train_set, seed=seed,
-                                device=env.device, **options)
+                                device=env.device, amp=env.amp, progress=env.progress,
+                                forward_batch_size=env.batch_size, **options)
 
     def _fingerprint(self) -> str | None:
         """A cheap content hash of the real data's index (WILDS: metadata.csv), so a subject trained on
@@ -184,7 +176,12 @@ class WaterbirdsSpurious(Task):
 
     def _measure(self, env: Any, subject: Subject, test: ImageSet, test_cf: ImageSet | None) -> dict[str, Any]:
         """Ground truth from the model's behaviour: counterfactual flip rate (when exact counterfactuals
-        exist), group accuracies, and the agree/disagree accuracy gap."""
+        exist), group accuracies, and the agree/disagree accuracy gap.
+
+        `avg_acc` is the plain mean over the test split; `adj_avg_acc` is WILDS' `adj_acc_avg`: the
+        per-group test accuracies weighted by training group counts (real WILDS data: the train
+        split of metadata.csv; Hugging Face data: its train split's labels and places; the world:
+        the subject's own training set), over the groups the test split holds."""
         pred = cached_activations(env.arrays, subject, test, ("logits",))["logits"].argmax(1)
         correct = pred == test.labels
         place = test.field("place")
@@ -194,8 +191,31 @@ class WaterbirdsSpurious(Task):
         agree = place == test.labels
         gap = float(correct[agree].mean() - correct[~agree].mean()) if agree.any() and (~agree).any() else 0.0
         avg, worst = float(correct.mean()), min(group_acc.values())
-        out = {"avg_acc": avg, "worst_group_acc": worst, "acc_gap": avg - worst, "group_acc": group_acc,
-               "agree_disagree_gap": gap}
+        source, data_key = self.data.get("source", "world"), (subject.config or {}).get("data") or {}
+        counts, counts_from = None, "unavailable: the subject's card does not describe its training data"
+        if source == "wilds":
+            from fexbench.data.waterbirds_wilds import train_group_counts
+            counts, counts_from = train_group_counts(self.data["root"]), "train split of metadata.csv"
+        elif source == "hf":
+            from fexbench.data.waterbirds_hf import _codes, _open
+            source_path = self.data.get("path_or_name", self.data.get("path"))
+            train = _open(str(source_path), self.data.get("cache_dir"))["train"]
+            rows = np.arange(len(train))
+            y_tr = _codes(train[self.data.get("label_column", "y")], "train", "label", rows)
+            place_tr = _codes(train[self.data.get("place_column", "place")], "train", "place", rows)
+            counts, counts_from = np.bincount(2 * y_tr + place_tr, minlength=4), "train split of the dataset"
+        elif {"n", "rho", "seed"} <= set(data_key):
+            _, y_tr, place_tr = world.waterbirds_scenes(int(data_key["n"]), float(data_key["rho"]), int(data_key["seed"]))
+            counts, counts_from = np.bincount(2 * y_tr + place_tr, minlength=4), "the subject's own training set"
+        adj = None
+        if counts is not None:
+            present = np.unique(groups)
+            if counts[present].sum() > 0:
+                adj = float(sum(counts[g] * correct[groups == g].mean() for g in present) / counts[present].sum())
+        out = {"avg_acc": avg, "adj_avg_acc": adj, "worst_group_acc": worst, "acc_gap": avg - worst,
+               "group_acc": group_acc, "agree_disagree_gap": gap,
+               "adj_weights": {f"{test.class_names[g // 2]}/{PLACES[g % 2]}": int(counts[g]) for g in range(4)}
+               if counts is not None else None, "adj_weights_from": counts_from}
         if test_cf is not None:
             pred_cf = cached_activations(env.arrays, subject, test_cf, ("logits",))["logits"].argmax(1)
             out["flip_rate"] = float((pred != pred_cf).mean())

@@ -468,6 +468,8 @@ def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> Ru
 def _check_names(value: Any, dotted: str, reg: registry.Registry, where: _Where) -> tuple[str, ...] | None:
     if value == "all":  # every registered explainer, plugins included (the default is the built-ins)
         return tuple(reg.names()) if reg is registry.explainers else None
+    if value == "builtin" and reg is registry.explainers:  # the default: fexbench's own explainers
+        return None
     if isinstance(value, str):
         value = [n.strip() for n in value.split(",") if n.strip()]
     if not isinstance(value, (list, tuple)) or not value:

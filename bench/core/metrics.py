@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
+
+from fexbench.core.lazymodule import lazy_module
+
+stats = lazy_module("scipy.stats")  # loaded on first use: `fexbench list` and `--help` stay fast
 
 
 @dataclass(frozen=True)

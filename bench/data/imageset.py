@@ -16,6 +16,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from fexbench.core import profile
 from fexbench.core.cache import atomic_write, build_once, stable_hash
 
 
@@ -145,4 +146,5 @@ def cached_imageset(cache_dir: str | Path, key: Mapping[str, object], build: Cal
         save_imageset(path, data)
         return data
 
-    return build_once(path, lambda: load_imageset(path), make)
+    with profile.stage("data"):
+        return build_once(path, lambda: load_imageset(path), make)

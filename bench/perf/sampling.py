@@ -8,7 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from fexbench.resources.captioner import _world_data, embedded_captioner, load_captioner, torch_threads
+from fexbench.core import threads
+from fexbench.resources.captioner import _world_data, embedded_captioner, load_captioner
 
 
 def sampling_benchmark(argv: Sequence[str] | None = None) -> int:
@@ -21,9 +22,9 @@ def sampling_benchmark(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--cache-dir", default=".fexbench-cache")
     parser.add_argument("--captioner", default=None, help="a captioner folder or name (default: the embedded one)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, as TExplain uses)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: TExplain's, fexbench.core.threads.COMPONENT_THREADS)")
     args = parser.parse_args(list(argv or []))
-    with torch_threads(args.threads):
+    with threads.component("sampling", args.threads):
         return _sampling_benchmark(args)
 
 

@@ -19,20 +19,22 @@ that loads a pretrained captioner by name or path (`load_captioner`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fexbench.core import threads as thread_policy
 from fexbench.data import world
-from fexbench.core.cache import atomic_write, atomic_write_json, stable_hash
+from fexbench.core.cache import atomic_write, atomic_write_json, build_once, stable_hash
 from fexbench.data.imageset import DataError
 from fexbench.models.subjects import to_tensor
 
@@ -40,25 +42,8 @@ CARD = "fexbench_captioner.json"
 ENCODER_WEIGHTS = "image_encoder.safetensors"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with n intra-op torch threads (None: unchanged), then restore the setting.
-
-    The default (None) uses torch's threads: on an idle 2-core machine two threads sample 1.4x
-    faster than one. Set 1 on a machine shared with other jobs: there, with these tiny (64-wide)
-    matrices, two threads made translator training 8x and batched sampling 20x slower than one
-    (threads spinning at barriers while the other is descheduled).
-    """
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# `with torch_threads(n):` runs a block with n torch threads (an older name, kept for its importers)
+torch_threads = thread_policy.limited
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -138,6 +123,7 @@ class Captioner:
         self.image_encoder = image_encoder.eval() if image_encoder is not None else None
         self.card, self.source = dict(card or {}), source
         self._hash: str | None = None
+        self._cache_arg: str | None = None
         for p in self.decoder.parameters():
             p.requires_grad_(False)
 
@@ -187,19 +173,35 @@ class Captioner:
             mask[i, :len(r)] = True
         return ids.to(self.device), mask.to(self.device)
 
-    def _forward(self, ids: torch.Tensor, memory: torch.Tensor, past: Any = None, first: bool = True) -> Any:
-        """Decoder output for `ids` given the memory (and the KV cache `past`, if any).
+    @property
+    def cache_argument(self) -> str:
+        """The keyword under which the decoder's forward takes its KV cache, and the output field
+        that returns it: `cache` in current transformers (where `past_key_values` is deprecated),
+        `past_key_values` in releases before the rename (4.40 ...). Read from the forward's
+        signature, never guessed from a version string."""
+        if self._cache_arg is None:
+            params = inspect.signature(self.decoder.forward).parameters
+            self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        return self._cache_arg
 
-        Cross mode passes the memory at every call (the cache keeps its keys and values after the
-        first); prefix mode prepends it on the first call only, later calls extend the cache.
+    def _forward(self, ids: torch.Tensor, memory: torch.Tensor, cache: Any = None, first: bool = True,
+                 use_cache: bool = False) -> Any:
+        """Decoder output for `ids` given the memory (and the KV cache, if any).
+
+        With use_cache and no cache yet, the decoder builds its own (a self- plus cross-attention
+        cache where it cross-attends) and returns it in the output. Cross mode passes the memory at
+        every call (the cache keeps its keys and values after the first); prefix mode prepends it
+        on the first call only, later calls extend the cache.
         """
-        use_cache = past is not None
+        kwargs = {"use_cache": use_cache}
+        if cache is not None:
+            kwargs[self.cache_argument] = cache
         if self.mode == "cross":
-            return self.decoder(input_ids=ids, encoder_hidden_states=memory, past_key_values=past, use_cache=use_cache)
+            return self.decoder(input_ids=ids, encoder_hidden_states=memory, **kwargs)
         if first:
             embeds = torch.cat([memory, self.decoder.get_input_embeddings()(ids)], dim=1)
-            return self.decoder(inputs_embeds=embeds, past_key_values=past, use_cache=use_cache)
-        return self.decoder(input_ids=ids, past_key_values=past, use_cache=use_cache)
+            return self.decoder(inputs_embeds=embeds, **kwargs)
+        return self.decoder(input_ids=ids, **kwargs)
 
     def loss(self, memory: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Captioning cross-entropy of the tokens after [BOS], given memory tokens (gradients flow to memory)."""
@@ -241,15 +243,12 @@ class Captioner:
             n = len(mem)
             ids = torch.full((n, 1), self.bos_id, dtype=torch.long, device=device)
             done = torch.zeros(n, dtype=torch.bool, device=device)
-            past = None
-            if use_cache:
-                from transformers import DynamicCache
-                past = DynamicCache()
+            cache = None
             step_ids = ids
             for step in range(max_tokens):
                 if use_cache:
-                    result = self._forward(step_ids, mem, past, first=step == 0)
-                    past = result.past_key_values
+                    result = self._forward(step_ids, mem, cache, first=step == 0, use_cache=True)
+                    cache = getattr(result, self.cache_argument)
                 else:
                     result = self._forward(ids, mem, None, first=True)
                 logits = result.logits[:, -1].float() / temperature
@@ -431,7 +430,7 @@ def train_captioner(config: CaptionerConfig, progress: bool = False) -> Captione
             sched.step()
             losses.append(float(lm.detach()))
         if progress:
-            print(f"captioner epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses[-20:]):.3f}")
+            print(f"captioner epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses[-20:]):.3f}", file=sys.stderr)
     cap = Captioner(decoder, tokenizer, "cross", config.n_embd, encoder.n_tokens, tokenizer.bos_token_id,
                     tokenizer.eos_token_id, tokenizer.pad_token_id, encoder)
     cap.card = {"config": asdict(config), "world_version": world.VERSION, "final_loss": float(np.mean(losses[-20:])),
@@ -466,33 +465,42 @@ def embedded_captioner(cache_dir: str | Path, config: CaptionerConfig = Captione
     """The embedded captioner: loaded from <cache>/captioner/<hash>/ or trained, saved and reloaded."""
     key = stable_hash({"captioner": "gpt2-cross+cnn/v1", "config": asdict(config), "world": world.VERSION}, 24)
     folder = Path(cache_dir) / "captioner" / key
-    if not (folder / CARD).is_file():
+
+    def train() -> Captioner:
         tmp = folder.with_name(f".{key}.{time.time_ns()}.tmp")
-        with torch_threads(threads):
+        # one thread by default (fexbench.core.threads): the same weights on every machine
+        with thread_policy.component("captioner-training", threads):
             cap = train_captioner(config, progress)
         cap.save(tmp)
-        try:
-            tmp.replace(folder)  # a whole folder appears at once; a concurrent winner is kept
-        except OSError:
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    cap = load_captioner(folder)
+        tmp.replace(folder)  # a whole folder appears at once (the build lock keeps others out)
+        return load_captioner(folder)
+
+    # read back only when every file of the folder matches the digests recorded when it was saved
+    cap = build_once(folder, lambda: load_captioner(folder), train)
     cap.card["cache_key"] = key
     return cap
 
 
-def factory(env: Any, model: str | None = None, n_memory: int = 8) -> Captioner:
+def factory(env: Any, model: str | None = None, n_memory: int = 8, n_train: int | None = None,
+            captions_per_image: int | None = None, epochs: int | None = None, batch_size: int | None = None,
+            n_embd: int | None = None, n_layer: int | None = None, n_head: int | None = None,
+            encoder_width: int | None = None, n_heldout: int | None = None) -> Captioner:
     """Resource provider `captioner` (entry point group fexbench.resources).
 
-    No `model`: the embedded captioner. `model`: a pretrained captioner by hub name or local folder
-    (`[resources.captioner] model = "Salesforce/blip-image-captioning-base"` in a run config), read
-    from the arguments or, when the harness does not pass them, from env.resource_configs.
+    No `model`: the embedded captioner; the size options (CaptionerConfig fields: n_train, epochs,
+    n_embd, ...) shrink it, e.g. for the smoke preset and `fexbench check-explainer`. `model`: a
+    pretrained captioner by hub name or local folder (`[resources.captioner] model =
+    "Salesforce/blip-image-captioning-base"` in a run config), read from the arguments or, when the
+    harness does not pass them, from env.resource_configs.
     """
     options = dict((getattr(env, "resource_configs", None) or {}).get("captioner", {}))
     model = model if model is not None else options.get("model")
     n_memory = int(options.get("n_memory", n_memory))
+    sizes = {k: v for k, v in dict(n_train=n_train, captions_per_image=captions_per_image, epochs=epochs,
+                                   batch_size=batch_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+                                   encoder_width=encoder_width, n_heldout=n_heldout).items() if v is not None}
     if model:
         cap = load_captioner(model, n_memory=n_memory)
     else:
-        cap = embedded_captioner(env.cache_dir, progress=bool(getattr(env, "progress", False)))
+        cap = embedded_captioner(env.cache_dir, CaptionerConfig(**sizes), progress=bool(getattr(env, "progress", False)))
     return cap.to(getattr(env, "device", "cpu") or "cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
+from fexbench.core import profile
 from fexbench.core.registry import register_resource, resources  # noqa: F401  (re-exported for plugins)
 
 
@@ -22,7 +23,8 @@ class LazyResources(Mapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
             options = dict((getattr(self._env, "resource_configs", None) or {}).get(name, {}))
-            self._built[name] = resources.get(name)(self._env, **options)
+            with profile.stage(f"resource {name}"):
+                self._built[name] = resources.get(name)(self._env, **options)
         return self._built[name]
 
     def __iter__(self) -> Iterator[str]:

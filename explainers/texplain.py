@@ -22,12 +22,15 @@ Where the paper is silent, fexbench decides (and says so in the README):
   object group on every place) and half with all 9 shapes on all 9 backgrounds, independently;
   no shape-background correlation, so whatever the sentences say about the background is read
   from the subject's features, not learnt from the captions. Disjoint seeds from probe and test.
-- Sampling: `n_sentences` (1000) per target, top-p 0.9, temperature 1, at most 20 tokens.
+- Sampling: `n_sentences` (1000) per class target, top-p 0.9, temperature 1, at most 20 tokens.
+  A feature target (unit or direction) gets `unit_sentences` (100; None: n_sentences): a zoo has
+  64 units per subject where it has 2 or 9 classes, and this budget keeps explaining every unit
+  of a zoo affordable (unit-causes: 62 ms of CPU a unit, sampling time grows with the count).
 - Class target: the probe images the subject predicts as the class; unit / direction target: its
   top `unit_top_fraction` probe images by activation. The sentences are spread evenly over these
   images (each image's own Z conditions its share): the cloud pools sentences, not features.
 - Words: `fexbench.data.concepts.content_words` (lower-case, scikit-learn's English stop words plus a
-  small list such as photo/image/picture, simplemma lemmas, so "stars" and "star" merge);
+  small list such as photo/image/picture, part-of-speech lemmas, so "stars" and "star" merge);
   weights are the words' frequencies normalised to sum to 1.
 
 `texplain-contrast` (not in the paper) removes the decoder's prior: from the target's word
@@ -55,7 +58,8 @@ from torch import nn
 from fexbench.data import world
 from fexbench.core.cache import atomic_write, atomic_write_json, stable_hash
 from fexbench.core.seeds import derive_seed
-from fexbench.resources.captioner import Captioner, load_captioner, torch_threads
+from fexbench.core import threads
+from fexbench.resources.captioner import Captioner, load_captioner
 from fexbench.data.concepts import content_words
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset, load_imageset
@@ -106,6 +110,7 @@ class TExplain(Explainer):
 
     name = "texplain"
     description = "TExplain: linear translator into a frozen captioner, nucleus-sampled sentences, word frequencies"
+    version = 3  # 2: words lemmatised by the part-of-speech lemmatiser; 3: feature targets get unit_sentences
     stochastic = True  # the translator's initialisation and the sampled sentences follow context.seed
     seeds = 1  # each seed retrains every translator: ~17 s a task; `--explainer-seeds N` asks for more
 
@@ -114,16 +119,19 @@ class TExplain(Explainer):
                  hidden: int = 256, n_tokens: int | None = None, fit_data: str = "world", n_fit: int = 2000,
                  fit_epochs: int = 3, fit_batch_size: int = 256, fit_lr: float = 1e-2,
                  unit_top_fraction: float = 0.1, n_evidence: int = 12, top_k: int | None = None,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, unit_sentences: int | None = 100):
+        if unit_sentences is not None and unit_sentences < 1:
+            raise ValueError(f"unit_sentences must be positive or None, not {unit_sentences!r}")
         self.captioner, self.layer, self.n_sentences = captioner, layer, n_sentences
+        self.unit_sentences = unit_sentences
         self.top_p, self.temperature, self.max_tokens, self.batch_size = top_p, temperature, max_tokens, batch_size
         self.hidden, self.n_tokens, self.fit_data, self.n_fit = hidden, n_tokens, fit_data, n_fit
         self.fit_epochs, self.fit_batch_size, self.fit_lr = fit_epochs, fit_batch_size, fit_lr
         self.unit_top_fraction, self.n_evidence, self.top_k = unit_top_fraction, n_evidence, top_k
-        self.torch_threads = torch_threads  # see fexbench.resources.captioner.torch_threads; None leaves torch's setting
+        self.torch_threads = torch_threads  # None: fexbench.core.threads' fixed count for fit and sampling
         self._translator: Translator | None = None
         self._cap: Captioner | None = None
-        self._memo: dict[int, tuple[list[str], np.ndarray]] = {}
+        self._memo: dict[tuple[int, int], tuple[list[str], np.ndarray]] = {}
         self._key = ""
         self._fit_report: dict[str, Any] = {}
 
@@ -157,7 +165,7 @@ class TExplain(Explainer):
         return data
 
     def fit(self, subject: Subject, context: Context) -> "TExplain":
-        with torch_threads(self.torch_threads):
+        with threads.component("translator-training", self.torch_threads):
             return self._fit(subject, context)
 
     def _fit(self, subject: Subject, context: Context) -> "TExplain":
@@ -209,8 +217,15 @@ class TExplain(Explainer):
             # no probe image is predicted as the class: its most class-like images stand in
         return np.sort(np.argsort(-scores, kind="stable")[:k])
 
-    def sentences(self, features: np.ndarray, images: np.ndarray, context: Context) -> tuple[list[str], np.ndarray]:
-        """n_sentences sampled sentences spread evenly over `images` (each conditioned on its own Z).
+    def sentence_budget(self, target: Target) -> int:
+        """Sentences sampled for a target: n_sentences for a class, unit_sentences for a feature."""
+        if target.kind == "class" or self.unit_sentences is None:
+            return self.n_sentences
+        return self.unit_sentences
+
+    def sentences(self, features: np.ndarray, images: np.ndarray, context: Context,
+                  n: int | None = None) -> tuple[list[str], np.ndarray]:
+        """n (default n_sentences) sampled sentences spread evenly over `images` (each conditioned on its own Z).
 
         The seed is a hash of (run seed, the image set), so one image set always gets the same
         sentences: a class's sentences are reused as the reference of the other classes.
@@ -218,12 +233,13 @@ class TExplain(Explainer):
         if self._translator is None or self._cap is None:
             raise RuntimeError("TExplain.explain before fit")
         images = np.asarray(images, dtype=np.int64)
+        n = self.n_sentences if n is None else int(n)
         seed = derive_seed(int(context.seed), images.tolist(), bits=48)
-        if seed in self._memo:
-            return self._memo[seed]
+        if (seed, n) in self._memo:
+            return self._memo[seed, n]
         key = stable_hash({"translator": self._key, "seed": seed, "features": hashlib.sha256(
             np.ascontiguousarray(features[images], dtype=np.float32).tobytes()).hexdigest(),
-            "n": self.n_sentences, "top_p": self.top_p, "temperature": self.temperature,
+            "n": n, "top_p": self.top_p, "temperature": self.temperature,
             "max_tokens": self.max_tokens, "batch_size": self.batch_size}, 24)
         path = Path(context.cache_dir) / "texplain" / self._key / "sentences" / f"{key}.json"
         if path.is_file():  # texplain and texplain-contrast share what was sampled for an image set
@@ -232,14 +248,14 @@ class TExplain(Explainer):
         else:
             rng = np.random.default_rng(seed)
             order = rng.permutation(images)
-            rows = order[np.arange(self.n_sentences) % len(order)]
+            rows = order[np.arange(n) % len(order)]
             with torch.no_grad():
                 z = torch.from_numpy(np.ascontiguousarray(features[rows], dtype=np.float32))
                 memory = self._translator(z.to(self._cap.device))
             texts = self._cap.sample(memory, seed=seed, top_p=self.top_p, temperature=self.temperature,
                                      max_tokens=self.max_tokens, batch_size=self.batch_size)
             atomic_write_json(path, {"texts": texts, "rows": rows.tolist()})
-        self._memo[seed] = texts, rows
+        self._memo[seed, n] = texts, rows
         return texts, rows
 
     def _weights(self, target: Target, images: np.ndarray, freq: dict[str, float], subject: Subject,
@@ -249,7 +265,7 @@ class TExplain(Explainer):
     def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
         if self._translator is None:
             self.fit(subject, context)
-        with torch_threads(self.torch_threads):
+        with threads.component("sampling", self.torch_threads):
             return self._explain(subject, targets, context)
 
     def _explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
@@ -257,7 +273,7 @@ class TExplain(Explainer):
         out = []
         for target in targets:
             images = self.target_images(target, context)
-            texts, rows = self.sentences(features, images, context)
+            texts, rows = self.sentences(features, images, context, self.sentence_budget(target))
             weights = self._weights(target, images, word_frequencies(texts), subject, context, features)
             evidence = [f"{context.probe.ids[r]}: {t}" for r, t in zip(rows[:self.n_evidence], texts)]
             out.append(Explanation.from_weights(target, weights, evidence, top_k=self.top_k))

@@ -633,3 +633,50 @@ def imagenet9_set(n: int, seed: int, variant: str = "original", p_native: float 
         ids=tuple(f"{name}-{i:06d}" for i in range(n)), captions=text,
         provenance={"world": "imagenet9-style", "variant": variant,
                     "p_native": str(p_native), "seed": str(seed)})
+
+
+# ---------------------------------------------------------------- interventions
+
+# Where `intervene(..., "position", value)` puts an object's centre: fractions (x, y) of the range
+# the centre may take for the object's size (so the object stays inside the image, BORDER kept).
+POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
+_POSITION_FRACTIONS = {"top-left": (0.1, 0.1), "top-right": (0.9, 0.1),
+                       "bottom-left": (0.1, 0.9), "bottom-right": (0.9, 0.9)}
+INTERVENABLE: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES,
+                                            "background": BACKGROUNDS, "position": POSITIONS}
+
+
+def _centre_range(size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return size / 2 + BORDER, 1 - size / 2 - BORDER
+
+
+def intervene(scenes: Scenes, attribute: str, value: str) -> Scenes:
+    """The same scenes with one attribute set to `value` (a name) and every other parameter kept.
+
+    That is what a causal effect on a model is measured by: the pixels change only as far as the
+    attribute does. shape, colour and background keep everything else, the texture seeds included.
+    size: a scene already of that size class is unchanged; another moves by half the size range
+    into the other class (keeping its rank within its class), and its centre is clipped into the
+    range that keeps the larger object inside the image (the only side effect, and only when needed).
+    position: the centre goes to one of POSITIONS within the range the object's size allows.
+    """
+    if attribute not in INTERVENABLE:
+        raise DataError(f"intervene: attribute {attribute!r} is not one of {tuple(INTERVENABLE)}")
+    names = INTERVENABLE[attribute]
+    if value not in names:
+        raise DataError(f"intervene: {attribute} value {value!r} is not one of {names}")
+    n = len(scenes)
+    if attribute in ("shape", "colour", "background"):
+        return dataclasses.replace(scenes, **{attribute: np.full(n, names.index(value), dtype=np.int64)})
+    if attribute == "size":
+        half = (SIZE_RANGE[1] - SIZE_RANGE[0]) / 2
+        if value == "large":
+            size = np.where(scenes.size_class == 1, scenes.size, scenes.size + half)
+        else:
+            size = np.where(scenes.size_class == 0, scenes.size,
+                            np.minimum(scenes.size - half, np.nextafter(SIZE_THRESHOLD, 0.0)))
+        lo, hi = _centre_range(size)
+        return dataclasses.replace(scenes, size=size, cx=np.clip(scenes.cx, lo, hi), cy=np.clip(scenes.cy, lo, hi))
+    fx, fy = _POSITION_FRACTIONS[value]
+    lo, hi = _centre_range(scenes.size)
+    return dataclasses.replace(scenes, cx=lo + fx * (hi - lo), cy=lo + fy * (hi - lo))

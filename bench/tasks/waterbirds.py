@@ -111,13 +111,14 @@ class WaterbirdsSpurious(Task):
 
     def _subjects(self, env: Any) -> list[Subject]:
         if self.data.get("source", "world") == "world":
-            return [self._world_subject(env, rho, seed) for rho in self.rhos for seed in self.seeds]
+            grid = [(rho, seed) for rho in self.rhos for seed in self.seeds]
+            return [self._world_subject(env, rho, seed, f"({i}/{len(grid)})") for i, (rho, seed) in enumerate(grid, 1)]
         if not self.subjects:
             raise DataError("waterbirds-spurious: real data needs `subjects` (a list of subject specs)")
         return [self._real_subject(env, spec) for spec in self.subjects]
 
-    def _world_subject(self, env: Any, rho: float, seed: int) -> Subject:
-        return self.zoo.subject(env, rho, seed)
+    def _world_subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
+        return self.zoo.subject(env, rho, seed, position)
 
     def _real_subject(self, env: Any, spec: Mapping[str, Any]) -> Subject:
         """A subject trained here on the real train split, subsampled to the spec's rho."""

@@ -1,0 +1,474 @@
+"""Task `unit-causes`: does an explanation of a unit name what causes the unit to fire?
+
+Ground truth by intervention. Every probe scene of the synthetic world is re-rendered with one
+attribute (shape, colour, size, background type, position) set to each value the layout uses,
+everything else held fixed (fexbench.data.world.intervene), and each subject's penultimate units
+are read on the counterfactual images. For unit u, attribute a with values V and scene s, let
+y_s(v) be u's activation with a set to v. Then
+
+- value effect e(a, v) = mean over scenes of [y_s(v) - mean of y_s(v') over the other values v'],
+  i.e. what setting a to v does to the unit compared with the attribute's other values (scale
+  free in the number of values: a unit that fires only on red, or only on large objects, gets the
+  same effect d for its value);
+- attribute effect E(a) = mean over scenes of the mean absolute deviation of y_s(.) over V;
+- both are divided by the unit's activation std on the probe set; the profile is the value
+  effects and the attribute shares E(a) / sum of E;
+- the top cause is the nameable attribute value (shape, colour, size, background: the world
+  vocabulary has no words for positions) with the largest positive value effect.
+
+Units that never fire on the probe (dead), that do not vary (constant), or with no positive
+nameable effect are excluded and counted. Only penultimate units are measured: explainers receive
+features at one layer (Probe.features, penultimate in every zoo case) and read a unit target from
+them whatever Target.layer says, so a conv-channel target could not be explained as itself.
+
+Explainers explain `units_per_subject` live units of every subject (a sample stratified by
+subject, uniform within it, seeded; all live units when None) as Target("unit", i, layer="penultimate"),
+on the layout's usual probe set. Subjects are the waterbirds zoo (rhos x seeds) and the ImageNet-9
+zoo (p_natives x imagenet9_seeds), built by their zoo modules with the same cache keys as their
+own tasks, so nothing is retrained. Intervals come from a two-stage bootstrap (subjects, then
+units within each drawn subject).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
+from fexbench.core.metrics import Estimate, Metric, nanmean, spearman
+from fexbench.core.seeds import derive_seed
+from fexbench.data import world
+from fexbench.data.concepts import ConceptVocabulary, concept_shares
+from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.world_concepts import world_vocabulary
+from fexbench.models.subjects import cached_activations
+from fexbench.tasks.imagenet9_zoo import IMAGENET9_TASK_OPTIONS, ImageNet9Zoo
+from fexbench.tasks.waterbirds_zoo import WaterbirdsZoo
+
+NAMEABLE = ("shape", "colour", "size", "background")  # attributes the world vocabulary has words for
+ATTRIBUTES = (*NAMEABLE, "position")
+# Every nameable value of the world: an explanation naming a value its layout lacks names a wrong one.
+ATTRIBUTE_VALUES = (*world.SHAPES, *world.COLOUR_NAMES, *world.SIZES, *world.BACKGROUNDS)
+ORACLE_FIELDS = NAMEABLE
+
+# The values each layout's scenes take: interventions stay inside what the subjects were trained
+# on and what the probe shows (a waterbirds subject has never seen a star or lava).
+LAYOUT_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    "waterbirds": {"shape": tuple(world.SHAPES[i] for group in world.CLASS_SHAPES for i in group),
+                   "colour": world.COLOUR_NAMES, "size": world.SIZES,
+                   "background": tuple(world.BACKGROUNDS[i] for group in world.PLACE_BACKGROUNDS for i in group),
+                   "position": world.POSITIONS},
+    "imagenet9": {"shape": world.SHAPES, "colour": world.COLOUR_NAMES, "size": world.SIZES,
+                  "background": world.BACKGROUNDS, "position": world.POSITIONS},
+}
+WATERBIRDS_TASK_OPTIONS = ("rhos", "seeds", "bias_threshold", "n_bootstrap", "data", "subjects")
+DESIGN_VERSION = 1  # of the counterfactual image sets (their block layout)
+
+TOP1 = Metric("top1_cause", "the explanation's heaviest attribute concept is the unit's measured top cause",
+              True, (0.0, 1.0), "accuracy", chance=1 / len(ATTRIBUTE_VALUES))
+TOP3 = Metric("top3_cause", "the unit's measured top cause is among the explanation's 3 heaviest attribute concepts",
+              True, (0.0, 1.0), "accuracy", chance=3 / len(ATTRIBUTE_VALUES))
+RANK = Metric("effect_rank_correlation", "per unit, Spearman(explanation's weights on attribute values, measured "
+              "causal effects of those values), averaged over units", True, (-1.0, 1.0), "faithfulness", chance=0.0)
+BACKGROUND = Metric("background_share_spearman", "across units, Spearman(background share of the explanation, "
+                    "background share of the measured causal effects)", True, (-1.0, 1.0), "faithfulness", chance=0.0)
+
+
+# ---------------------------------------------------------------- counterfactual images
+
+def design(values: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    """The counterfactual blocks: one (attribute, value) per block, each block all chosen scenes."""
+    return tuple((a, v) for a in ATTRIBUTES if a in values for v in values[a])
+
+
+def counterfactual_scenes(scenes: world.Scenes, values: Mapping[str, Sequence[str]]) -> world.Scenes:
+    """Every scene once per (attribute, value) of the design, block after block."""
+    parts = [world.intervene(scenes, a, v) for a, v in design(values)]
+    fields = [f.name for f in dataclasses.fields(scenes)]
+    return world.Scenes(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
+
+
+def counterfactual_set(scenes: world.Scenes, values: Mapping[str, Sequence[str]], image_size: int,
+                       name: str) -> ImageSet:
+    """The counterfactual images as an ImageSet (so activations are cached by content), with each
+    image's block (attribute, value) as metadata."""
+    blocks = design(values)
+    n = len(scenes)
+    images = world.render(counterfactual_scenes(scenes, values), image_size)[0]
+    attr_names = tuple(a for a in ATTRIBUTES if a in values)
+    value_names = tuple(v for _, v in blocks)
+    return ImageSet(
+        name=name, images=images, labels=np.zeros(len(images), np.int64), class_names=("counterfactual",),
+        metadata={"attribute": np.repeat([attr_names.index(a) for a, _ in blocks], n).astype(np.int64),
+                  "value": np.repeat(np.arange(len(blocks)), n).astype(np.int64),
+                  "scene": np.tile(np.arange(n), len(blocks)).astype(np.int64)},
+        metadata_values={"attribute": attr_names, "value": value_names,
+                         "scene": tuple(str(i) for i in range(n))},
+        ids=tuple(f"{name}-{a}={v}-{i:05d}" for a, v in blocks for i in range(n)))
+
+
+# ---------------------------------------------------------------- causal profiles
+
+@dataclass(frozen=True, eq=False)
+class UnitProfiles:
+    """Causal profiles of a layer's units (D of them), effects in units of each unit's probe std."""
+
+    values: Mapping[str, tuple[str, ...]]
+    value_effects: Mapping[str, np.ndarray]  # attribute -> (K, D)
+    attribute_effects: Mapping[str, np.ndarray]  # attribute -> (D,)
+    scale: np.ndarray  # (D,) the unit's activation std on the probe set
+    status: np.ndarray  # (D,) "live", "dead", "constant" or "no_cause"
+
+    @property
+    def live(self) -> np.ndarray:
+        return np.flatnonzero(self.status == "live")
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.status == s).sum()) for s in ("live", "dead", "constant", "no_cause")}
+
+    def effects(self, unit: int, attributes: Sequence[str] = NAMEABLE) -> dict[str, float]:
+        """value -> its normalised effect on the unit (value names are unique across attributes)."""
+        return {v: float(self.value_effects[a][k, unit]) for a in attributes if a in self.values
+                for k, v in enumerate(self.values[a])}
+
+    def top_cause(self, unit: int) -> tuple[str, str, float]:
+        """(attribute, value, effect) of the nameable value with the largest effect (ties: first in order)."""
+        best = ("", "", -np.inf)
+        for a in NAMEABLE:
+            if a in self.values:
+                k = int(np.argmax(self.value_effects[a][:, unit]))
+                if self.value_effects[a][k, unit] > best[2]:
+                    best = (a, self.values[a][k], float(self.value_effects[a][k, unit]))
+        return best
+
+    def shares(self, unit: int) -> dict[str, float]:
+        """attribute -> its share of the unit's summed attribute effects (position included)."""
+        total = sum(float(e[unit]) for e in self.attribute_effects.values())
+        return {a: float(e[unit]) / total if total > 0 else 0.0 for a, e in self.attribute_effects.items()}
+
+
+def profile_units(probe_acts: np.ndarray, cf_acts: np.ndarray, values: Mapping[str, Sequence[str]],
+                  n_scenes: int, eps: float = 1e-6) -> UnitProfiles:
+    """Causal profiles from the activations on the probe (N, D) and on the counterfactual set
+    (blocks x n_scenes, D) laid out as `design(values)`."""
+    probe_acts, cf_acts = np.asarray(probe_acts, np.float64), np.asarray(cf_acts, np.float64)
+    blocks = design(values)
+    if cf_acts.shape[0] != len(blocks) * n_scenes:
+        raise DataError(f"unit-causes: {cf_acts.shape[0]} counterfactual activations, expected "
+                        f"{len(blocks)} blocks x {n_scenes} scenes")
+    scale = probe_acts.std(axis=0)
+    safe = np.where(scale > 0, scale, 1.0)
+    value_effects, attribute_effects, at = {}, {}, 0
+    for a in ATTRIBUTES:
+        if a not in values:
+            continue
+        k = len(values[a])
+        y = cf_acts[at * n_scenes:(at + k) * n_scenes].reshape(k, n_scenes, -1)  # (K, scenes, D)
+        at += k
+        mean = y.mean(axis=0, keepdims=True)
+        if k > 1:  # y(v) minus the mean of the other values = K/(K-1) (y(v) - mean over all values)
+            value_effects[a] = (k / (k - 1)) * (y - mean).mean(axis=1) / safe
+        else:
+            value_effects[a] = np.zeros((1, y.shape[2]))
+        attribute_effects[a] = np.abs(y - mean).mean(axis=(0, 1)) / safe
+    status = np.full(probe_acts.shape[1], "live", dtype=object)
+    top = np.max(np.stack([value_effects[a].max(axis=0) for a in NAMEABLE if a in values]), axis=0)
+    status[top <= eps] = "no_cause"
+    status[scale <= eps * np.maximum(1.0, np.abs(probe_acts.mean(axis=0)))] = "constant"
+    status[probe_acts.max(axis=0) <= 0] = "dead"
+    return UnitProfiles({a: tuple(values[a]) for a in ATTRIBUTES if a in values}, value_effects,
+                        attribute_effects, scale, status.astype(str))
+
+
+def measure_subject(subject: Subject, probe_images: np.ndarray, scenes: world.Scenes,
+                    values: Mapping[str, Sequence[str]], image_size: int, layer: str = "penultimate") -> UnitProfiles:
+    """Profiles without any cache: render the counterfactuals of `scenes` and read `layer` on them
+    (for hand-built subjects; the task goes through the content-addressed caches)."""
+    cf = counterfactual_set(scenes, values, image_size, "counterfactuals")
+    probe_acts = subject.model.activations(probe_images, (layer,))[layer]
+    cf_acts = subject.model.activations(cf.images, (layer,))[layer]
+    return profile_units(probe_acts, cf_acts, values, len(scenes))
+
+
+# ---------------------------------------------------------------- scoring helpers
+
+def hit_at_k(shares: Mapping[str, float], truth: str, k: int) -> float:
+    """1 if `truth` is among the k heaviest concepts, 0 if not; a tie across the cut gets the share
+    of the tied places that fall inside it, so no tie-breaking order favours anyone."""
+    mine = shares.get(truth, 0.0)
+    if mine <= 0:
+        return 0.0
+    above = sum(1 for v in shares.values() if v > mine)
+    tied = sum(1 for v in shares.values() if v == mine)
+    return float(np.clip((k - above) / tied, 0.0, 1.0))
+
+
+def cluster_counts(clusters: Sequence[int], n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) multiplicities of a two-stage bootstrap: draw clusters (subjects) with
+    replacement, then units within each drawn cluster with replacement."""
+    return _cluster_counts(tuple(int(c) for c in clusters), int(n_resamples), int(seed)).copy()
+
+
+@lru_cache(maxsize=8)  # every explainer seed of a job is scored with the same draws
+def _cluster_counts(clusters: tuple[int, ...], n_resamples: int, seed: int) -> np.ndarray:
+    clusters = np.asarray(clusters)
+    members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_resamples, len(clusters)))
+    for b in range(n_resamples):
+        for c in rng.integers(0, len(members), len(members)):
+            np.add.at(counts[b], members[c][rng.integers(0, len(members[c]), len(members[c]))], 1)
+    return counts
+
+
+def _weighted_mean(counts: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(B, R): per resample and explainer seed, the mean of the finite units (NaN when none)."""
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ np.where(finite, x, 0.0).T) / (counts @ finite.T.astype(float))
+
+
+def _weighted_spearman(counts: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(B, R): Spearman's rho of each resample (units repeated by their counts), tie-averaged
+    ranks computed from the counts without expanding the resample; 0 where a side is constant."""
+    out = np.empty((len(counts), len(x)))
+    for r, (xr, yr) in enumerate(zip(x, y)):
+        ranks = []
+        for v in (xr, yr):  # rank of unit i in a resample: units below it, plus half of its ties (itself included)
+            below, tied = (v[None, :] < v[:, None]).astype(float), (v[None, :] == v[:, None]).astype(float)
+            ranks.append(counts @ below.T + (counts @ tied.T + 1) / 2)
+        total = counts.sum(axis=1, keepdims=True)
+        rx, ry = (q - (counts * q).sum(axis=1, keepdims=True) / total for q in ranks)
+        cov, vx, vy = ((counts * a * b).sum(axis=1) for a, b in ((rx, ry), (rx, rx), (ry, ry)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, r] = np.where((vx > 0) & (vy > 0), cov / np.sqrt(vx * vy), 0.0)
+    return out
+
+
+def cluster_bootstrap(kind: str, clusters: Sequence[int], n_resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> Callable[..., tuple[float, float]]:
+    """A percentile interval (for Estimate.interval) from a two-stage bootstrap over subjects and
+    the units inside them, of the mean of one column (`kind` "mean") or of Spearman's rho between
+    two ("spearman"). Columns may be (n,) or (explainer seeds, n): every resample draws the same
+    units for all seeds and averages their statistics, as Estimate's own bootstrap does."""
+    if kind not in ("mean", "spearman"):
+        raise ValueError(f"cluster_bootstrap: kind must be 'mean' or 'spearman', not {kind!r}")
+    counts = cluster_counts(clusters, n_resamples, seed)
+
+    def interval(*columns: Any) -> tuple[float, float]:
+        data = [np.atleast_2d(np.asarray(c, float)) for c in columns]
+        if data[0].shape[-1] < 2:
+            return float("nan"), float("nan")
+        stats = _weighted_mean(counts, data[0]) if kind == "mean" else \
+            _weighted_spearman(counts, *np.broadcast_arrays(data[0], data[1]))
+        dist = nanmean(stats, axis=1)
+        dist = dist[np.isfinite(dist)]
+        if not dist.size:
+            return float("nan"), float("nan")
+        alpha = (1 - level) / 2
+        return float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
+
+    return interval
+
+
+# ---------------------------------------------------------------- the task
+
+@dataclass(frozen=True)
+class _Layout:
+    name: str
+    zoo: Any
+    class_names: tuple[str, ...]
+    subjects: tuple[tuple[Callable[[], Subject], dict[str, Any]], ...]
+
+
+class UnitCauses(Task):
+    name = "unit-causes"
+    description = "feature-level causal ground truth: explanations of units vs their measured intervention effects"
+    metrics = (TOP1, TOP3, RANK, BACKGROUND)
+
+    def __init__(self, rhos: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98), seeds: tuple[int, ...] = (0, 1),
+                 p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), imagenet9_seeds: tuple[int, ...] = (0,),
+                 n_scenes: int = 200, units_per_subject: int | None = 16, n_bootstrap: int = 1000,
+                 waterbirds: Mapping[str, Any] | None = None, imagenet9: Mapping[str, Any] | None = None):
+        if n_scenes < 2:
+            raise DataError(f"unit-causes: n_scenes must be at least 2, got {n_scenes}")
+        if units_per_subject is not None and units_per_subject < 1:
+            raise DataError(f"unit-causes: units_per_subject must be positive or None, got {units_per_subject}")
+        self.rhos, self.seeds = tuple(rhos), tuple(seeds)
+        self.p_natives, self.imagenet9_seeds = tuple(p_natives), tuple(imagenet9_seeds)
+        self.n_scenes, self.units_per_subject, self.n_bootstrap = n_scenes, units_per_subject, n_bootstrap
+        self.waterbirds = dict(waterbirds or {})  # WaterbirdsSpurious arguments: same world, same cached subjects
+        self.imagenet9 = dict(imagenet9 or {})  # ImageNet9Background arguments: same world, same cached subjects
+
+    # -- subjects -----------------------------------------------------------------------------
+    def _layouts(self, env: Any) -> list[_Layout]:
+        layouts = []
+        if self.rhos and self.seeds:
+            wb = _zoo_from_options(WaterbirdsZoo, self.waterbirds, "waterbirds", WATERBIRDS_TASK_OPTIONS)
+            layouts.append(_Layout("waterbirds", wb, world.WATERBIRDS_CLASSES, tuple(
+                ((lambda rho=rho, seed=seed: wb.subject(env, rho, seed)), {"rho": rho, "seed": seed})
+                for rho in self.rhos for seed in self.seeds)))
+        if self.p_natives and self.imagenet9_seeds:
+            in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
+            layouts.append(_Layout("imagenet9", in9, world.SHAPES, tuple(
+                ((lambda p=p, seed=seed: in9.subject(env, p, seed)), {"p_native": p, "seed": seed})
+                for p in self.p_natives for seed in self.imagenet9_seeds)))
+        if not layouts:
+            raise DataError("unit-causes: no subjects (rhos x seeds and p_natives x imagenet9_seeds are both empty)")
+        return layouts
+
+    def _probe(self, env: Any, layout: _Layout) -> tuple[ImageSet, world.Scenes]:
+        if layout.name == "waterbirds":
+            return layout.zoo.probe_set(env), layout.zoo.probe_scenes(env)
+        zoo = layout.zoo
+        seed = derive_seed(env.seed, "imagenet9", "probe")  # ImageNet9Zoo.probe_set's seed
+        return zoo.probe_set(env), world.imagenet9_scenes(zoo.n_probe, seed, 0.0)[0]
+
+    def _counterfactuals(self, env: Any, layout: _Layout, probe: ImageSet,
+                         scenes: world.Scenes) -> tuple[np.ndarray, ImageSet]:
+        """The chosen probe scenes (seeded) and their counterfactual image set (cached by its key)."""
+        n = min(self.n_scenes, len(scenes))
+        rng = np.random.default_rng(derive_seed(env.seed, "unit-causes", "scenes", layout.name))
+        chosen = np.sort(rng.choice(len(scenes), n, replace=False))
+        subset = scenes.subset(chosen)
+        size = int(probe.images.shape[1])
+        if not np.array_equal(world.render(subset, size)[0], probe.images[chosen]):
+            raise DataError(f"unit-causes: the {layout.name} probe scenes do not re-render to the probe images; "
+                            "the zoo's probe seed or the world changed")
+        values = LAYOUT_VALUES[layout.name]
+        key = {"kind": "unit-causes-counterfactuals", "design": DESIGN_VERSION, "layout": layout.name,
+               "probe": probe.content_hash, "scenes": chosen.tolist(), "values": {a: list(v) for a, v in values.items()},
+               "size": size, "world": world.VERSION}
+        cf = cached_imageset(env.cache_dir, key, lambda: counterfactual_set(subset, values, size,
+                                                                              f"{layout.name}-counterfactuals"))
+        return chosen, cf
+
+    def _targets(self, env: Any, subject: Subject, profiles: UnitProfiles) -> tuple[Target, ...]:
+        live = profiles.live
+        if self.units_per_subject is not None and len(live) > self.units_per_subject:
+            rng = np.random.default_rng(derive_seed(env.seed, "unit-causes", "units", subject.name))
+            live = np.sort(rng.choice(live, self.units_per_subject, replace=False))
+        return tuple(Target("unit", int(u), f"unit{int(u)}", layer="penultimate") for u in live)
+
+    def prepare(self, env: Any) -> Prepared:
+        cases, truth, hashes = [], {}, {}
+        for layout in self._layouts(env):
+            probe, scenes = self._probe(env, layout)
+            chosen, cf = self._counterfactuals(env, layout, probe, scenes)
+            hashes[f"probe:{layout.name}"], hashes[f"counterfactuals:{layout.name}"] = probe.content_hash, cf.content_hash
+            vocabulary = tuple(world_vocabulary(layout.class_names).words())
+            attributes = {f: tuple(probe.metadata_values[f][c] for c in probe.field(f)) for f in ORACLE_FIELDS}
+            for make, info in layout.subjects:
+                subject = make()
+                if subject.name in truth:
+                    raise DataError(f"unit-causes: two subjects are named {subject.name!r}")
+                hashes[f"weights:{subject.name}"] = subject.weights_hash
+                acts = cached_activations(env.arrays, subject, probe, progress=env.progress)
+                cf_acts = cached_activations(env.arrays, subject, cf, ("penultimate",), progress=env.progress)
+                profiles = profile_units(acts["penultimate"], cf_acts["penultimate"], LAYOUT_VALUES[layout.name],
+                                         len(chosen))
+                targets = self._targets(env, subject, profiles)
+                truth[subject.name] = {"layout": layout.name, **info, "n_scenes": len(chosen),
+                                       **summarise(profiles, targets)}
+                context = Context(Probe(probe.images, acts["penultimate"], acts["logits"], "penultimate", probe.ids),
+                                  vocabulary=vocabulary, resources=env.resources, seed=env.seed,
+                                  device=env.device, cache_dir=env.cache_dir)
+                cases.append(Case(subject, context, targets, oracle_attributes=attributes))
+        return Prepared(tuple(cases), truth, hashes, seed=env.seed)
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score(self, prepared: Prepared, explanations: Mapping[str, list[Explanation]]) -> Scored:
+        cols: dict[str, list[float]] = {"top1": [], "top3": [], "rank": [], "bg_share": [], "bg_effect": []}
+        clusters, per_subject, chance = [], {}, {1: [], 3: []}
+        for s, case in enumerate(prepared.cases):
+            name = case.subject.name
+            vocab = world_vocabulary(tuple(case.subject.class_names))  # the vocabulary the explainer was given
+            units = prepared.ground_truth[name]["units"]
+            rows = []
+            for unit, exp in zip(units, explanations[name]):
+                row = score_unit(vocab, exp, unit)
+                p = naming_chance(tuple(case.subject.class_names))[unit["top_cause"]]
+                chance[1].append(p)
+                chance[3].append(1 - (1 - p) ** 3)
+                for key in cols:
+                    cols[key].append(row[key])
+                clusters.append(s)
+                rows.append({"unit": unit["unit"], "top_cause": unit["top_cause"], **row, "words": exp.words(5)})
+            per_subject[name] = {"layout": prepared.ground_truth[name]["layout"], "units": rows}
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
+
+        mean, rho = (cluster_bootstrap(kind, clusters, **boot) for kind in ("mean", "spearman"))
+        column = {k: np.asarray(v, float) for k, v in cols.items()}
+        return Scored.of((
+            Estimate(_with_chance(TOP1, chance[1]), nanmean, (column["top1"],), interval=mean, **boot),
+            Estimate(_with_chance(TOP3, chance[3]), nanmean, (column["top3"],), interval=mean, **boot),
+            Estimate(RANK, nanmean, (column["rank"],), interval=mean, **boot),
+            Estimate(BACKGROUND, spearman, (column["bg_share"], column["bg_effect"]), interval=rho, **boot)),
+            per_subject)
+
+
+@lru_cache(maxsize=8)
+def naming_chance(class_names: tuple[str, ...]) -> dict[str, float]:
+    """value -> the chance that a word drawn at random from the vocabulary's words that name an
+    attribute value names it (shared words split, as in scoring). Values differ: ocean has five
+    words, red one, so an explanation unrelated to the model names some values more often."""
+    vocab = world_vocabulary(class_names)
+    total: dict[str, float] = {}
+    for word in vocab.words():
+        probe = Explanation(Target("unit", 0), ((word, 1.0),))
+        for value, share in concept_shares(vocab, probe, ATTRIBUTE_VALUES).items():
+            total[value] = total.get(value, 0.0) + share
+    norm = sum(total.values())
+    return {v: total.get(v, 0.0) / norm for v in ATTRIBUTE_VALUES}
+
+
+def score_unit(vocab: ConceptVocabulary, explanation: Explanation, unit: Mapping[str, Any]) -> dict[str, float]:
+    """One unit's numbers: top-1/top-3 hits of its top cause, Spearman of the explanation's weights
+    on the layout's attribute values against their measured effects, and the two background shares."""
+    shares = concept_shares(vocab, explanation, ATTRIBUTE_VALUES)
+    effects = unit["effects"]
+    weights = [shares.get(v, 0.0) for v in effects]
+    return {"top1": hit_at_k(shares, unit["top_cause"], 1), "top3": hit_at_k(shares, unit["top_cause"], 3),
+            "rank": spearman(weights, list(effects.values())),
+            "bg_share": vocab.share(explanation, "background"),
+            "bg_effect": unit["attribute_shares"]["background"]}
+
+
+def summarise(profiles: UnitProfiles, targets: Sequence[Target]) -> dict[str, Any]:
+    """A subject's ground-truth record: unit counts by status, the top causes of all live units by
+    attribute, and the full profile of each target unit (in target order)."""
+    live = profiles.live
+    tops = [profiles.top_cause(int(u)) for u in live]
+    largest = [max(profiles.shares(int(u)).items(), key=lambda p: p[1])[0] for u in live]
+    units = []
+    for t in targets:
+        attribute, value, effect = profiles.top_cause(t.index)
+        units.append({"unit": t.index, "top_cause": value, "top_cause_attribute": attribute,
+                      "top_effect": round(effect, 4),
+                      "attribute_shares": {a: round(v, 4) for a, v in profiles.shares(t.index).items()},
+                      "effects": {v: round(e, 4) for v, e in profiles.effects(t.index).items()}})
+    return {"unit_counts": {"total": len(profiles.status), **profiles.counts()},
+            "top_cause_attribute_counts": {a: sum(1 for t in tops if t[0] == a) for a in NAMEABLE},
+            "largest_attribute_counts": {a: largest.count(a) for a in ATTRIBUTES},
+            "units": units}
+
+
+def _with_chance(metric: Metric, per_unit: Sequence[float]) -> Metric:
+    """The metric with the chance of the scored units: an explanation naming vocabulary words at
+    random hits a unit's top cause with probability naming_chance (top-3: 1 - (1 - p)^3, three
+    such words); the declared class-level chance (1/28, 3/28) is that of naming values uniformly."""
+    return dataclasses.replace(metric, chance=float(np.mean(per_unit))) if len(per_unit) else metric
+
+
+def _zoo_from_options(cls: Any, options: Mapping[str, Any], table: str, ignore: tuple[str, ...]) -> Any:
+    """A zoo from a task's table of the zoo's task arguments; other keys of that task (`ignore`) are
+    accepted and unused, any other key is an error naming it."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields - set(ignore))
+    if unknown:
+        raise DataError(f"unit-causes: {table}.{unknown[0]} is not an option of the {table} zoo; "
+                        f"options are {sorted(fields)}")
+    return cls(**{k: v for k, v in options.items() if k in fields})

@@ -1,0 +1,73 @@
+"""The waterbirds layout of the synthetic world and its zoo of 2-class CNNs, shared by two tasks.
+
+`waterbirds-spurious` measures the zoo's background reliance and `unit-causes` explains its units.
+Both build the same data and subjects through this module, with the same cache keys, so each
+subject is trained once and read from the cache by the other, and no task imports another task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fexbench.core.contract import Subject
+from fexbench.core.seeds import derive_seed
+from fexbench.data import world
+from fexbench.data.imageset import ImageSet, cached_imageset
+from fexbench.models.subjects import TrainConfig, load_or_train
+
+CLASS_NAMES = ("angular", "round")
+PLACES = ("land", "water")
+
+
+@dataclass(frozen=True)
+class WaterbirdsZoo:
+    """Sizes of the layout's splits and of its subjects' training (the waterbirds task's arguments)."""
+
+    n_train: int = 3000
+    n_probe: int = 800
+    n_test: int = 1200
+    epochs: int = 6
+    width: int = 16
+    image_size: int = 32
+
+    def world_set(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:
+        """A rendered split (balanced over (label, place) unless it is the training split), cached by
+        its generator arguments; `swap` puts every scene on a background of the other place."""
+        key = {"layout": "waterbirds", "split": split, "n": n, "rho": rho, "seed": seed, "swap": swap,
+               "size": self.image_size, "world": world.VERSION}
+
+        def build() -> ImageSet:
+            scenes, labels, place = self.scenes(split, n, rho, seed)
+            if swap:
+                scenes, place = world.swap_place(scenes, place, derive_seed(seed, "swap")), 1 - place
+            return world.scenes_to_imageset(scenes, labels, CLASS_NAMES, f"waterbirds-{split}{'-swapped' if swap else ''}",
+                                            self.image_size, seed, extra_metadata={"place": (place, PLACES)})
+
+        return cached_imageset(env.cache_dir, key, build)
+
+    @staticmethod
+    def scenes(split: str, n: int, rho: float, seed: int):
+        """The scene parameters behind `world_set` (without the swap): (scenes, labels, places)."""
+        return world.waterbirds_scenes(n, rho, seed, balanced=(split != "train"))
+
+    def probe_seed(self, env: Any) -> int:
+        return derive_seed(env.seed, "probe")
+
+    def probe_set(self, env: Any) -> ImageSet:
+        """Probe images balanced over (label, place): rho = 0.5."""
+        return self.world_set(env, "probe", self.n_probe, 0.5, self.probe_seed(env))
+
+    def probe_scenes(self, env: Any) -> world.Scenes:
+        """The probe set's scene parameters, in its order (for interventions on them)."""
+        return self.scenes("probe", self.n_probe, 0.5, self.probe_seed(env))[0]
+
+    def subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
+        """A SmallCNN trained on the layout at spurious strength rho (cached by config and data description).
+        `position` ("(3/10)") is shown in the training bar."""
+        data_seed = derive_seed(env.seed, "train", rho, seed)
+        return load_or_train(
+            env.cache_dir, f"cnn-rho{rho:g}-s{seed}",
+            TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            lambda: self.world_set(env, "train", self.n_train, rho, data_seed),
+            {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
+             "size": self.image_size, "world": world.VERSION}, progress=env.progress, position=position)

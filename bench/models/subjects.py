@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from torch import nn
 
 from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
+from fexbench.core import profile, threads
 from fexbench.core.contract import Subject
 from fexbench.data.imageset import ImageSet
 
@@ -133,15 +134,22 @@ class TrainConfig:
     seed: int = 0
 
 
-def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True) -> SmallCNN:
-    """Plain ERM with Adam, deterministic given the seed."""
+def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True, label: str | None = None) -> SmallCNN:
+    """Plain ERM with Adam, deterministic given the seed and independent of the machine: always
+    one torch thread (fexbench.core.threads), so the weights do not depend on the number of cores.
+    `label` names the progress bar ("train cnn-rho0.9-s1 (3/10)"; default: the training set)."""
+    with threads.component("subject-training"):
+        return _train_cnn(train, config, progress, label)
+
+
+def _train_cnn(train: ImageSet, config: TrainConfig, progress: bool, label: str | None) -> SmallCNN:
     torch.manual_seed(config.seed)
     model = SmallCNN(config.n_classes, config.width, config.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     x_all, y_all = to_tensor(train.images), torch.from_numpy(train.labels.astype(np.int64))
     gen = torch.Generator().manual_seed(config.seed)
     steps = range(config.epochs)
-    bar = tqdm(steps, desc=f"train {train.name}", leave=False, disable=not progress)
+    bar = tqdm(steps, desc=f"train {label or train.name}", unit="epoch", leave=False, disable=not progress)
     model.train()
     for _ in bar:
         order = torch.randperm(len(y_all), generator=gen)
@@ -171,17 +179,29 @@ class SubjectCard(BaseModel):
     weights_sha256: Sha256
 
 
+def subject_key(config: TrainConfig, data_key: dict[str, Any]) -> str:
+    """The cache key of a subject: its architecture, training config and training-data description."""
+    return stable_hash({"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}, 24)
+
+
+def is_cached(cache_dir: str | Path, config: TrainConfig, data_key: dict[str, Any]) -> bool:
+    """Whether a subject's files are in the cache (they are still verified when loaded)."""
+    folder = Path(cache_dir) / "subjects" / subject_key(config, data_key)
+    return (folder / "model.safetensors").exists() and (folder / "card.json").exists()
+
+
 def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_names: tuple[str, ...],
                   make_train_set: Callable[[], ImageSet], data_key: dict[str, Any],
-                  progress: bool = True) -> Subject:
+                  progress: bool = True, position: str = "") -> Subject:
     """The subject for (config, training data): loaded from the cache, or trained and cached.
+    `position` is shown after the name in the training bar, e.g. "(3/10)".
 
     `data_key` describes the training data fully (generator, seed, rho, size ...), so the cache key
     is known before the data is built; the data's content hash is stored in the card. The folder is
     read back only when its files match the digests recorded when they were written and the card
     describes this very config (fexbench.core.cache.build_once); else the subject is trained again.
     """
-    key = stable_hash({"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}, 24)
+    key = subject_key(config, data_key)
     folder = Path(cache_dir) / "subjects" / key
     weights, card_path = folder / "model.safetensors", folder / "card.json"
 
@@ -200,7 +220,7 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
 
     def train() -> tuple[SmallCNN, dict[str, Any]]:
         data = make_train_set()
-        model = train_cnn(data, config, progress)
+        model = train_cnn(data, config, progress, label=f"{name} {position}".strip())
         atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
         card = {"name": name, "config_key": key, "train_config": asdict(config), "data": data_key,
                 "train_data_sha256": data.content_hash, "class_names": list(class_names),
@@ -208,7 +228,8 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
         atomic_write_json(card_path, card)
         return model, card
 
-    model, card = build_once(folder, load, train)
+    with profile.stage("subjects"):
+        model, card = build_once(folder, load, train)
     return Subject(name=name, model=small_cnn_classifier(model), class_names=class_names,
                    weights_hash=card["weights_sha256"], config=card)
 
@@ -217,5 +238,6 @@ def cached_activations(cache: ArrayCache, subject: Subject, data: ImageSet,
                        layers: tuple[str, ...] = ("penultimate", "logits"), progress: bool = False) -> dict[str, np.ndarray]:
     """Activations computed once per (weights, data content, layers)."""
     key = {"weights": subject.weights_hash, "data": data.content_hash, "layers": list(layers)}
-    return cache.get_or_compute("activations", key,
-                                lambda: subject.model.activations(data.images, layers, progress=progress))
+    with profile.stage("extract"):
+        return cache.get_or_compute("activations", key,
+                                    lambda: subject.model.activations(data.images, layers, progress=progress))

@@ -190,6 +190,7 @@ class ConceptTransfer(Task):
         probe = in9.probe_set(env)
         fit = in9.world_set(env, "transfer-fit", self.n_fit, derive_seed(env.seed, "transfer", "fit"), 0.0)
         test = in9.world_set(env, "transfer-test", self.n_test, derive_seed(env.seed, "transfer", "test"), 0.0)
+        in9.prebuild(env, [(self.p_native, self.source_seed, None), (self.p_native, self.target_seed, self.target_width)])
         source = in9.subject(env, self.p_native, self.source_seed)
         target = in9.subject(env, self.p_native, self.target_seed, width=self.target_width)
 

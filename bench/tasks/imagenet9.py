@@ -140,9 +140,11 @@ class ImageNet9Background(Task):
         targets = tuple(Target("class", i, name) for i, name in enumerate(CLASS_NAMES))
         hashes = {"probe": probe.content_hash, **{f"test:{v}": d.content_hash for v, d in tests.items()}}
         cases, truth = [], {}
+        self.zoo.prebuild(env, [(p, s, None) for p in self.p_natives for s in self.seeds])
         for p_native in self.p_natives:
             for seed in self.seeds:
-                subject = self.zoo.subject(env, p_native, seed)
+                position = f"({len(cases) + 1}/{len(self.p_natives) * len(self.seeds)})"
+                subject = self.zoo.subject(env, p_native, seed, position=position)
                 hashes[f"weights:{subject.name}"] = subject.weights_hash
                 truth[subject.name] = {"p_native": p_native, "seed": seed, **self.measure(env, subject, tests)}
                 cases.append(self.case(env, subject, probe, targets))

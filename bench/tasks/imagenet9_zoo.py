@@ -8,15 +8,19 @@ from the cache by the others, and no task imports another task.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from fexbench.core.contract import Case, Context, Probe, Subject, Target
 from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset
 from fexbench.data.world_concepts import world_vocabulary
-from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
+from fexbench.models.parallel import build_in_parallel, workers_for
+from fexbench.models.subjects import TrainConfig, cached_activations, is_cached, load_or_train
 
 CLASS_NAMES = world.SHAPES
 ORACLE_FIELDS = ("shape", "colour", "size", "background")
@@ -63,17 +67,31 @@ class ImageNet9Zoo:
         seed = derive_seed(env.seed, "imagenet9", "test")
         return {v: self.world_set(env, "test", self.n_test, seed, 1.0, v) for v in world.VARIANTS}
 
-    def subject(self, env: Any, p_native: float, seed: int, width: int | None = None) -> Subject:
-        """A SmallCNN trained on the layout at p_native (cached by its full config and data description)."""
+    def _spec(self, env: Any, p_native: float, seed: int, width: int | None) -> tuple[str, TrainConfig, dict, int]:
         width = self.width if width is None else width
         data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
         name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
+        config = TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed)
+        data_key = {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
+                    "size": self.image_size, "world": world.VERSION}
+        return name, config, data_key, data_seed
+
+    def subject(self, env: Any, p_native: float, seed: int, width: int | None = None, position: str = "") -> Subject:
+        """A SmallCNN trained on the layout at p_native (cached by its full config and data description).
+        `position` ("(3/10)") is shown in the training bar."""
+        name, config, data_key, data_seed = self._spec(env, p_native, seed, width)
         return load_or_train(
-            env.cache_dir, name,
-            TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            env.cache_dir, name, config, CLASS_NAMES,
             lambda: self.world_set(env, "train", self.n_train, data_seed, p_native),
-            {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
-             "size": self.image_size, "world": world.VERSION}, progress=env.progress)
+            data_key, progress=env.progress, position=position)
+
+    def prebuild(self, env: Any, specs: Sequence[tuple[float, int, int | None]]) -> None:
+        """Train the subjects (p_native, seed, width) missing from the cache in worker processes
+        (fexbench.models.parallel); `subject` then reads them back."""
+        missing = [(p, s, w) for p, s, w in specs if not is_cached(env.cache_dir, *self._spec(env, p, s, w)[1:3])]
+        jobs = [functools.partial(_train_subject, self, str(env.cache_dir), env.seed, p, s, w) for p, s, w in missing]
+        build_in_parallel(jobs, workers_for(env, len(jobs)),
+                          log=(lambda m: print(m, file=sys.stderr)) if getattr(env, "progress", False) else None)
 
     def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...],
              vocabulary: tuple[str, ...] | None = None, attributes: Mapping[str, tuple[str, ...]] | None = None) -> Case:
@@ -88,3 +106,11 @@ class ImageNet9Zoo:
                           vocabulary=vocabulary, resources=env.resources,
                           seed=env.seed, device=env.device, cache_dir=env.cache_dir)
         return Case(subject, context, targets, oracle_attributes=attributes)
+
+
+def _train_subject(zoo: ImageNet9Zoo, cache_dir: str, run_seed: int, p_native: float, seed: int,
+                   width: int | None) -> None:
+    """A worker process's job: train one subject into the cache."""
+    from fexbench.core.contract import Environment
+
+    zoo.subject(Environment(cache_dir=Path(cache_dir), seed=run_seed, progress=False), p_native, seed, width)

@@ -308,11 +308,13 @@ class UnitCauses(Task):
         layouts = []
         if self.rhos and self.seeds:
             wb = _zoo_from_options(WaterbirdsZoo, self.waterbirds, "waterbirds", WATERBIRDS_TASK_OPTIONS)
+            wb.prebuild(env, [(rho, seed) for rho in self.rhos for seed in self.seeds])
             layouts.append(_Layout("waterbirds", wb, world.WATERBIRDS_CLASSES, tuple(
                 ((lambda rho=rho, seed=seed: wb.subject(env, rho, seed)), {"rho": rho, "seed": seed})
                 for rho in self.rhos for seed in self.seeds)))
         if self.p_natives and self.imagenet9_seeds:
             in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
+            in9.prebuild(env, [(p, seed, None) for p in self.p_natives for seed in self.imagenet9_seeds])
             layouts.append(_Layout("imagenet9", in9, world.SHAPES, tuple(
                 ((lambda p=p, seed=seed: in9.subject(env, p, seed)), {"p_native": p, "seed": seed})
                 for p in self.p_natives for seed in self.imagenet9_seeds)))

@@ -24,7 +24,7 @@ from fexbench.core.seeds import derive_seed as _seed
 from fexbench.core.cache import file_sha256
 from fexbench.data.concepts import Concept, ConceptVocabulary
 from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Scored, Subject, Target, Task
-from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.imageset import DataError, ImageSet
 from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean, spearman
 from fexbench.models.subjects import TrainConfig, cached_activations, load_or_train
 from fexbench.data.world_concepts import DISTRACTORS, GROUP_WORDS, world_vocabulary
@@ -112,6 +112,7 @@ class WaterbirdsSpurious(Task):
     def _subjects(self, env: Any) -> list[Subject]:
         if self.data.get("source", "world") == "world":
             grid = [(rho, seed) for rho in self.rhos for seed in self.seeds]
+            self.zoo.prebuild(env, grid)
             return [self._world_subject(env, rho, seed, f"({i}/{len(grid)})") for i, (rho, seed) in enumerate(grid, 1)]
         if not self.subjects:
             raise DataError("waterbirds-spurious: real data needs `subjects` (a list of subject specs)")

@@ -6,14 +6,18 @@ subject is trained once and read from the cache by the other, and no task import
 """
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 from fexbench.core.contract import Subject
 from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.imageset import ImageSet, cached_imageset
-from fexbench.models.subjects import TrainConfig, load_or_train
+from fexbench.models.parallel import build_in_parallel, workers_for
+from fexbench.models.subjects import TrainConfig, is_cached, load_or_train
 
 CLASS_NAMES = ("angular", "round")
 PLACES = ("land", "water")
@@ -61,13 +65,33 @@ class WaterbirdsZoo:
         """The probe set's scene parameters, in its order (for interventions on them)."""
         return self.scenes("probe", self.n_probe, 0.5, self.probe_seed(env))[0]
 
+    def _spec(self, env: Any, rho: float, seed: int) -> tuple[TrainConfig, dict, int]:
+        data_seed = derive_seed(env.seed, "train", rho, seed)
+        config = TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed)
+        data_key = {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
+                    "size": self.image_size, "world": world.VERSION}
+        return config, data_key, data_seed
+
     def subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
         """A SmallCNN trained on the layout at spurious strength rho (cached by config and data description).
         `position` ("(3/10)") is shown in the training bar."""
-        data_seed = derive_seed(env.seed, "train", rho, seed)
+        config, data_key, data_seed = self._spec(env, rho, seed)
         return load_or_train(
-            env.cache_dir, f"cnn-rho{rho:g}-s{seed}",
-            TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed), CLASS_NAMES,
+            env.cache_dir, f"cnn-rho{rho:g}-s{seed}", config, CLASS_NAMES,
             lambda: self.world_set(env, "train", self.n_train, rho, data_seed),
-            {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
-             "size": self.image_size, "world": world.VERSION}, progress=env.progress, position=position)
+            data_key, progress=env.progress, position=position)
+
+    def prebuild(self, env: Any, grid: Sequence[tuple[float, int]]) -> None:
+        """Train the subjects (rho, seed) missing from the cache in worker processes
+        (fexbench.models.parallel); `subject` then reads them back."""
+        missing = [(r, s) for r, s in grid if not is_cached(env.cache_dir, *self._spec(env, r, s)[:2])]
+        jobs = [functools.partial(_train_subject, self, str(env.cache_dir), env.seed, r, s) for r, s in missing]
+        build_in_parallel(jobs, workers_for(env, len(jobs)),
+                          log=(lambda m: print(m, file=sys.stderr)) if getattr(env, "progress", False) else None)
+
+
+def _train_subject(zoo: WaterbirdsZoo, cache_dir: str, run_seed: int, rho: float, seed: int) -> None:
+    """A worker process's job: train one subject into the cache."""
+    from fexbench.core.contract import Environment
+
+    zoo.subject(Environment(cache_dir=Path(cache_dir), seed=run_seed, progress=False), rho, seed)

@@ -1,0 +1,63 @@
+"""Filling the cache in worker processes: the subject zoos train on every usable CPU.
+
+Every small model is trained with one thread (fexbench.core.threads: faster for tiny matrices, and
+the weights do not depend on the machine), so one process uses one core. A zoo of independent
+subjects is the natural unit of parallel work: each worker trains one subject into the shared,
+content-addressed cache (whose file locks make concurrent builders safe), and the task then reads
+every subject back from the cache exactly as if it had trained them itself. The weights are the
+same either way: a subject's training depends only on its config and data, never on the process.
+
+Worker processes are started with "spawn" (a forked copy of a process that already runs torch
+threads can deadlock) and import fexbench afresh, which costs a few seconds; so jobs go to workers
+only when at least two subjects are missing from the cache. A job that fails in a worker is left
+to the caller's own sequential path, which raises the error where it can be reported.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Sequence
+
+
+def workers_for(env: Any, jobs: int) -> int:
+    """Worker processes for `jobs` independent jobs: the run's thread budget (the CPUs this process
+    may use), never more than the jobs."""
+    from fexbench.core.threads import available_cpus
+
+    budget = int(getattr(env, "threads", 0) or 0) or available_cpus()
+    return max(1, min(budget, jobs))
+
+
+def _init_worker() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def build_in_parallel(jobs: Sequence[Callable[[], Any]], workers: int, log: Callable[[str], None] | None = None) -> int:
+    """Run picklable jobs (module-level functions or functools.partial of them) in `workers`
+    processes, for their side effect on the cache. Returns how many succeeded; a failure is left for
+    the caller to meet again (and report) on its sequential path."""
+    if workers < 2 or len(jobs) < 2:
+        return 0
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file or not os.path.exists(main_file):  # stdin or an interactive session: spawn cannot start
+        return 0
+    if log is not None:
+        log(f"training {len(jobs)} subjects in {workers} worker processes")
+    done = 0
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = [pool.submit(job) for job in jobs]
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                    done += 1
+                except Exception as exc:  # noqa: BLE001 - the sequential path will raise it properly
+                    print(f"fexbench: a worker could not build a subject ({type(exc).__name__}: {exc}); "
+                          "it is built in the main process instead", file=sys.stderr)
+    except (OSError, RuntimeError) as exc:  # no processes on this platform: train sequentially
+        print(f"fexbench: worker processes unavailable ({exc}); training sequentially", file=sys.stderr)
+    return done

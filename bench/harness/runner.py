@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import psutil
+from tqdm.auto import tqdm
 
 from fexbench.core import registry
 from fexbench.core.cache import atomic_write_json, stable_hash, warn
 from fexbench.core.seeds import derive_seed
+from fexbench.core import profile
+from fexbench.core.threads import record as thread_record
 from fexbench.core.contract import Case, Environment, Explainer, ExplainerError, Explanation, Prepared, Task
 from fexbench.harness.pooling import pool
 from fexbench.harness.isolation import JobLimits, SharedInputs, enforced, explainer_view, limits
@@ -95,13 +98,14 @@ def resource_identity(resource: Any) -> str | None:
 
 def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int,
                   used: dict[str, Any] | None = None, registered_name: str = "",
-                  cache_root: Path | None = None) -> tuple[dict, float, float]:
+                  cache_root: Path | None = None, bar: str | None = None) -> tuple[dict, float, float]:
     """Run one explainer over every case: a fresh instance per subject, fit then explain, each on
     the isolated view of its case (fexbench.harness.isolation: opaque subject, read-only probe,
     its own cache area, ground truth for oracles only). `used`, when given, collects the shared
-    resources the explainer read (name -> object)."""
+    resources the explainer read (name -> object). `bar`: a progress bar (stderr) with that
+    description counts the subjects done."""
     explanations, fit_s, explain_s = {}, 0.0, 0.0
-    for case in prepared.cases:
+    for case in tqdm(prepared.cases, desc=bar, unit="subject", leave=False, disable=bar is None):
         explainer = factory()
         name = registered_name or explainer.name
         resources = UsedResources(case.context.resources, used) if used is not None else None
@@ -109,9 +113,11 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
         subject, context = explainer_view(case, explainer, name, seed, root, resources)
         t0 = time.perf_counter()
         try:
-            explainer = explainer.fit(subject, context) or explainer
+            with profile.stage("fit"):
+                explainer = explainer.fit(subject, context) or explainer
             t1 = time.perf_counter()
-            out = explainer.explain(subject, case.targets, context)
+            with profile.stage("explain"):
+                out = explainer.explain(subject, case.targets, context)
         except ValueError as exc:
             if "read-only" in str(exc):
                 raise ExplainerError(f"explainer {name!r} tried to write into its read-only inputs (the probe "
@@ -168,7 +174,7 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
     prepared_list = [prepared] if isinstance(prepared, Prepared) else list(prepared)
     probe = factory()
     path = result_path(env.out_dir, task_name, explainer_name)
-    start = time.perf_counter()  # a resource's first build (e.g. training the embedded CLIP) counts
+    build_start = time.perf_counter()
     envs = [env.replicate(r) for r in range(len(prepared_list))]
     seeds, identities, setup_error = [[e.seed] for e in envs], {}, None
     try:
@@ -176,6 +182,10 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
         identities = {n: resource_identity(env.resources[n]) for n in probe.resource_names()}
     except Exception as exc:  # a bad seed count or a resource that cannot be built fails this job only
         setup_error = exc
+    # the declared resources are built above, before the job's clock starts: a shared resource's
+    # first build (e.g. training the embedded CLIP) is its own stage, not the first job's cost
+    resource_build_s = time.perf_counter() - build_start
+    start = time.perf_counter()
     versions = code_versions(task, probe, probe.resource_names())
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
                        "explainer_config": probe.config(), "seed": env.seed,
@@ -199,7 +209,7 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
                   config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds[0],
                           "replicates": len(prepared_list), "code_versions": versions,
-                          "job_limits": enforced(job_limits)},
+                          "job_limits": enforced(job_limits), "threads": thread_record(env)},
                   hashes=dict(first.hashes), ground_truth=dict(first.ground_truth))
     if unsupported and setup_error is None:
         result = JobResult(status="skipped", error=f"explainer {explainer_name!r} explains only "
@@ -220,17 +230,24 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                     guard = SharedInputs(replicate.cases)
                     scored.append([])
                     for seed in replicate_seeds_:
-                        explanations, fit_t, explain_t = explain_cases(factory, replicate, seed, used, explainer_name,
-                                                                       env.cache_dir)
+                        explanations, fit_t, explain_t = explain_cases(
+                            factory, replicate, seed, used, explainer_name, env.cache_dir,
+                            bar=f"explain {explainer_name} on {task_name}" if env.progress else None)
                         changed = guard.changed()
                         if changed:
                             raise ExplainerError(f"explainer {explainer_name!r} modified the shared probe arrays of "
                                                  f"{', '.join(changed)}; they were restored for the other explainers")
-                        scored[-1].append(task.score(replicate, explanations))
+                        with profile.stage("score"):
+                            scored[-1].append(task.score(replicate, explanations))
                         if not kept:
                             kept = explanation_record(explanations)
                         fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
             pooled = pool(scored, seed=env.seed)
+            undeclared = sorted(set(used) - set(probe.resource_names()))
+            if undeclared:  # its identity is not in the job key: a new CLIP would resume a stale result
+                raise ExplainerError(f"explainer {explainer_name!r} read the shared resource(s) {', '.join(undeclared)} "
+                                     f"that its resource_names() does not declare ({probe.resource_names()})")
+            common["config"]["resource_build_s"] = round(resource_build_s, 3)
             # the resources this explainer read: their options (paths, names) and content identities
             common["config"]["resources"] = {n: dict(env.resource_configs.get(n, {})) for n in sorted(used)}
             used_ids = {n: resource_identity(used[n]) for n in sorted(used)}  # a bank hashes its embeddings
@@ -277,42 +294,15 @@ def prepare_failures(task_name: str, explainer_names: Sequence[str], exc: BaseEx
 def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
         task_configs: Mapping[str, Mapping[str, Any]] | None = None,
         explainer_configs: Mapping[str, Mapping[str, Any]] | None = None,
-        resume: bool = True, log: Callable[[str], None] = print) -> list[JobResult]:
-    """Prepare each task once, then run every explainer on it."""
-    task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
-    results = []
-    timing: dict[str, Any] = {"replicates": max(1, env.replicates), "tasks": {}}
-    for task_name in task_names:
-        t0 = time.perf_counter()
-        try:
-            task = registry.tasks.get(task_name)(**task_configs.get(task_name, {}))
-            prepared = [task.prepare(env.replicate(r)) for r in range(max(1, env.replicates))]
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # a task that cannot prepare fails its own jobs, not the run
-            failed = prepare_failures(task_name, explainer_names, exc, env)
-            log(f"[{task_name}] ERROR preparing the task: {type(exc).__name__}: {exc}")
-            results.extend(failed)
-            continue
-        timing["tasks"][task_name] = {"prepare_s": time.perf_counter() - t0, "jobs_s": {}}
-        reps = f" x {len(prepared)} replicates" if len(prepared) > 1 else ""
-        log(f"[{task_name}] prepared {len(prepared[0].cases)} subjects{reps} in {time.perf_counter() - t0:.1f}s")
-        for explainer_name in explainer_names:
-            kwargs = dict(explainer_configs.get(explainer_name, {}))
-            try:
-                cls = registry.explainers.get(explainer_name)
-            except registry.RegistryError as exc:  # a broken plugin fails its own jobs only
-                result = JobResult(task=task_name, explainer=explainer_name, oracle=False, status="error",
-                                   job_key="", seed=env.seed, error=str(exc))
-                write_result(env.out_dir, result)
-            else:
-                result = run_job(task_name, task, prepared, explainer_name, lambda: cls(**kwargs), env, resume)
-            status = "ok" if result.status == "ok" else f"{result.status.upper()}: " + (result.error or "").splitlines()[0]
-            status += " (resumed)" if result.resumed else ""
-            log(f"[{task_name}] {explainer_name}: {status} ({result.wall_time_s:.1f}s)")
-            if not result.resumed:
-                timing["tasks"][task_name]["jobs_s"][explainer_name] = result.wall_time_s
-            results.append(result)
+        resume: bool = True, log: Callable[[str], None] = print, executor: Any = None) -> list[JobResult]:
+    """Prepare each task once, then run every explainer on it: the run's job graph
+    (fexbench.harness.graph) handed to an executor (fexbench.harness.executors; default: in
+    order, in this process; a RayExecutor spreads it over a cluster)."""
+    from fexbench.harness.executors import LocalExecutor
+    from fexbench.harness.graph import build_graph
+
+    graph = build_graph(task_names, explainer_names, env, task_configs, explainer_configs)
+    results, timing = (executor or LocalExecutor()).execute(graph, env, resume, log)
     write_timing(env.out_dir, timing)
     return results
 

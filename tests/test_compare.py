@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from fexbench.core import registry
 from fexbench.harness.cli import main
-from fexbench.harness.compare import compare_runs, load
+from fexbench.harness.compare import compare_runs
 from fexbench.harness.runner import Environment, run, run_job
 
 TASK = "imagenet9-background"

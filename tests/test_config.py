@@ -2,7 +2,6 @@
 file and key (before any work), and `fexbench run --config` hands the options to tasks and explainers."""
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import tomllib
 from pathlib import Path

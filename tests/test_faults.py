@@ -243,12 +243,14 @@ from fexbench.harness.runner import Environment, run
 
 root, log = Path(sys.argv[1]), Path(sys.argv[2])
 train = subjects.train_cnn
-def counted(data, config, progress=True):
+def counted(data, config, progress=True, **kwargs):
     with open(log, "a") as f:
         f.write(f"{data.content_hash} {config.seed}\\n")
-    return train(data, config, progress)
+    return train(data, config, progress, **kwargs)
 subjects.train_cnn = counted
-env = Environment(cache_dir=root / "cache", out_dir=Path(sys.argv[3]), progress=False)
+# threads=1: no worker processes, so this process's counter sees every training (workers share the
+# same locked cache: fexbench.models.parallel)
+env = Environment(cache_dir=root / "cache", out_dir=Path(sys.argv[3]), progress=False, threads=1)
 results = run([%r], ["oracle"], env, task_configs={%r: json.loads(sys.argv[4])}, log=lambda s: None)
 print(json.dumps([[m.name, m.value] for r in results for m in r.metrics]))
 """ % (TASK, TASK)

@@ -130,8 +130,10 @@ def test_schedule_adds_up_dependent_stages_and_spreads_independent_jobs():
 
 def cli_run(config: Path, root: Path, *flags: str) -> float:
     """A cold `fexbench run` in a fresh process (as a user runs it); its printed wall time."""
+    # --threads 1: no worker processes for the zoo, whose start-up cost (a few seconds) does not
+    # scale with replicates and would dominate a run this small
     out = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "run", "--config", str(config), "--quiet",
-                          "--out", str(root / "out"), "--cache-dir", str(root / "cache"), *flags],
+                          "--out", str(root / "out"), "--cache-dir", str(root / "cache"), "--threads", "1", *flags],
                          capture_output=True, text=True, timeout=600, check=True).stdout
     return float(re.search(r"wall time: ([0-9.]+)s", out).group(1))
 

@@ -15,39 +15,12 @@ from fexbench.data.imagenet9_challenge import (CLASS_FOLDERS, CLASS_NAMES, chall
 from fexbench.harness.runner import Environment, run
 from fexbench.tasks.imagenet9 import NATIVE_BACKGROUND, ImageNet9Background
 from conftest import run_baselines
-
-# Class colours of the fixture: a loader that mixes up folders and labels shows it in the pixels.
-_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255],
-                     [128, 128, 128], [255, 128, 0], [0, 0, 0]], dtype=np.uint8)
+from fixture_writers import _COLOURS, write_challenge_tree, write_in9l_tree, write_mapping
 
 
-def write_challenge_tree(root: Path, variants=("original", "mixed_same", "mixed_rand"), n_per_class: int = 2,
-                         size: int = 40, width: int | None = None, noise: bool = False) -> Path:
-    """`<root>/<variant>/val/<class folder>/*.JPEG`, the release's layout, with ImageNet-style file names.
-    Images are size x width (default size + 8), one colour per class, plus pixel noise if asked."""
-    rng = np.random.default_rng(0)
-    for variant in variants:
-        for label, folder in enumerate(CLASS_FOLDERS):
-            path = root / variant / "val" / folder
-            path.mkdir(parents=True, exist_ok=True)
-            for k in range(n_per_class):
-                image = np.broadcast_to(_COLOURS[label], (size, width or size + 8, 3)).copy()
-                if noise:
-                    image = np.clip(image.astype(int) + rng.integers(-60, 61, image.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(image).save(path / f"n0{label}{k:06d}_{1000 + k}.JPEG", format="JPEG", quality=95)
-    return root
 
 
-def write_in9l_tree(root: Path, n_per_class: int = 2, size: int = 40) -> Path:
-    """IN-9L: `<root>/train/<class folder>/*` and `<root>/val/<class folder>/*`."""
-    for split in ("train", "val"):
-        for label, folder in enumerate(CLASS_FOLDERS):
-            path = root / split / folder
-            path.mkdir(parents=True, exist_ok=True)
-            for k in range(n_per_class + (split == "train")):
-                Image.fromarray(np.broadcast_to(_COLOURS[label], (size, size, 3)).copy()).save(
-                    path / f"n{label:08d}_{k}.JPEG", format="JPEG", quality=95)
-    return root
+
 
 
 # ---------------------------------------------------------------- the protocol
@@ -130,23 +103,10 @@ def test_clear_errors_for_a_broken_tree(tmp_path):
 
 # ---------------------------------------------------------------- 1000 -> 9
 
-def _write_mapping(path: Path) -> dict[str, int]:
-    """A mapping shaped like in_to_in9.json: 370 of 1000 classes mapped, the published counts per class."""
-    counts = (116, 52, 42, 36, 35, 27, 26, 20, 16)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(1000)
-    mapping = {str(i): -1 for i in range(1000)}
-    start = 0
-    for cls, count in enumerate(counts):
-        for i in order[start:start + count]:
-            mapping[str(i)] = cls
-        start += count
-    path.write_text(json.dumps(mapping))
-    return mapping
 
 
 def test_1000_class_predictions_map_through_in_to_in9(tmp_path):
-    raw = _write_mapping(tmp_path / "in_to_in9.json")
+    raw = write_mapping(tmp_path / "in_to_in9.json")
     mapping = load_in_to_in9(tmp_path / "in_to_in9.json")
     assert mapping.shape == (1000,) and (mapping >= 0).sum() == 370
     dog = int(next(k for k, v in raw.items() if v == 0))
@@ -163,7 +123,7 @@ def test_1000_class_predictions_map_through_in_to_in9(tmp_path):
 
 
 def test_bad_mappings_are_named(tmp_path):
-    raw = _write_mapping(tmp_path / "m.json")
+    raw = write_mapping(tmp_path / "m.json")
     raw["17"] = 9
     (tmp_path / "m.json").write_text(json.dumps(raw))
     with pytest.raises(DataError, match=r"'17' maps to 9"):
@@ -262,7 +222,7 @@ def test_real_challenge_path_scores_an_imagenet_classifier(tmp_path):
     save_file({k: v.contiguous() for k, v in torch_model.state_dict().items()}, str(tmp_path / "in1k.safetensors"))
     spec = {"family": "safetensors", "model": str(tmp_path / "in1k.safetensors"), "arch": "test_resnet", "image_size": 32}
     root = write_challenge_tree(tmp_path / "bg_challenge", variants=world.VARIANTS, n_per_class=2)
-    raw = _write_mapping(root / "in_to_in9.json")
+    raw = write_mapping(root / "in_to_in9.json")
     env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False)
     config = {"data": {"source": "challenge", "root": str(root), "image_size": 32, "preprocess": "model"},
               "subjects": [{"name": "tiny-in1k", "backbone": spec}], "n_bootstrap": 50}
@@ -326,7 +286,7 @@ def test_challenge_protocol_reproduces_the_reference_evaluation(tmp_path):
     from fexbench.data.imagenet9_challenge import IMAGENET_MEAN, IMAGENET_STD, IN9_MEAN, IN9_STD
 
     root = write_challenge_tree(tmp_path / "bg", variants=world.VARIANTS, n_per_class=2, size=32, width=32, noise=True)
-    raw = _write_mapping(root / "in_to_in9.json")
+    raw = write_mapping(root / "in_to_in9.json")
     mapping = np.array([raw[str(i)] for i in range(1000)])
     in9l = _save_timm(tmp_path / "in9l.safetensors", 9, seed=1)
     in1k = _save_timm(tmp_path / "in1k.safetensors", 1000, seed=2)
@@ -369,7 +329,7 @@ def test_challenge_protocol_refuses_resized_images(tmp_path):
     root = write_challenge_tree(tmp_path / "bg", variants=world.VARIANTS, n_per_class=1, size=32)  # 32 x 40
     with pytest.raises(DataError, match=r"unresized.*is 40x32"):
         load_challenge_variant(root, "original", image_size=32, resize=False)
-    _write_mapping(root / "in_to_in9.json")
+    write_mapping(root / "in_to_in9.json")
     task = ImageNet9Background(data={"source": "challenge", "root": str(root), "image_size": 32},
                                subjects=[{"name": "x", "backbone": {"family": "timm", "model": "test_resnet"}}])
     with pytest.raises(DataError, match="preprocess = 'model'"):
@@ -390,7 +350,7 @@ def test_whole_layout_is_checked_before_any_model_runs(tmp_path, monkeypatch):
     shutil.rmtree(root / "only_fg" / "val" / "05_insect")                  # a class folder missing
     for f in (root / "no_fg" / "val" / "08_fish").iterdir():                # a class folder empty
         f.unlink()
-    _write_mapping(root / "in_to_in9.json")
+    write_mapping(root / "in_to_in9.json")
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the layout was checked")

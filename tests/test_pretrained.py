@@ -2,8 +2,6 @@
 through the same call a hub name takes; their logits must equal the library's own model's."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,54 +10,9 @@ import torch
 from fexbench.harness.config import ConfigError
 from fexbench.models.pretrained import ModelLoadError, SpecError, load_classifier, validate_spec
 
-N_CLASSES = 3
+from fixture_writers import N_CLASSES, write_tiny_models
 
 
-def write_tiny_models(root: Path) -> dict[str, dict]:
-    """Tiny models of each family, saved with their libraries' own save calls; name -> load_classifier spec."""
-    import open_clip
-    import timm
-    from safetensors.torch import save_file
-    from timm.models import save_for_hf
-    from transformers import (ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification, ViTConfig,
-                              ViTForImageClassification, ViTImageProcessor)
-
-    root = Path(root)
-    torch.manual_seed(0)
-    labels = {i: name for i, name in enumerate(("cardinal", "gull", "loon"))}
-    # as microsoft/resnet-50: a ResNet with a ConvNext-style processor (resize shortest edge / crop_pct, crop)
-    resnet = ResNetForImageClassification(ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=N_CLASSES,
-        id2label=labels, label2id={v: k for k, v in labels.items()}))
-    resnet.save_pretrained(root / "hf-resnet")
-    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875).save_pretrained(root / "hf-resnet")
-    # as google/vit-base-patch16-224
-    vit = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
-                                              num_attention_heads=2, intermediate_size=32, num_labels=N_CLASSES))
-    vit.save_pretrained(root / "hf-vit")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "hf-vit")
-    # timm: a hub-style folder (config.json + model.safetensors), and a bare checkpoint
-    for arch in ("test_resnet", "test_vit"):
-        model = timm.create_model(arch, pretrained=False, num_classes=N_CLASSES)
-        save_for_hf(model, str(root / f"timm-{arch}"), safe_serialization=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / f"{arch}.safetensors"))
-    # open_clip: a local-dir folder, as on the hub (open_clip_config.json + open_clip_model.safetensors)
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
-    clip = open_clip.CLIP(**cfg)
-    (root / "clip").mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(root / "clip" / "open_clip_model.safetensors"))
-    (root / "clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
-        "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
-    return {
-        "hf-resnet": {"family": "transformers", "model": str(root / "hf-resnet")},
-        "hf-vit": {"family": "transformers", "model": str(root / "hf-vit")},
-        "timm-resnet": {"family": "timm", "model": str(root / "timm-test_resnet"), "image_size": 64},
-        "timm-vit": {"family": "timm", "model": str(root / "timm-test_vit")},
-        "safetensors": {"family": "safetensors", "model": str(root / "test_resnet.safetensors"), "arch": "test_resnet",
-                        "image_size": 64},
-        "open_clip": {"family": "open_clip", "model": str(root / "clip"), "class_names": ["landbird", "waterbird"]},
-    }
 
 
 @pytest.fixture(scope="module")

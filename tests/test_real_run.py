@@ -25,8 +25,8 @@ from fexbench.data.concepts import content_words
 from fexbench.core.results import read_result
 from conftest import write_waterbirds_fixture
 from fexbench.explainers.falcon import caption_words
-from test_imagenet9 import _write_mapping, write_challenge_tree
-from test_pretrained import write_tiny_models
+from fixture_writers import write_challenge_tree, write_mapping
+from fixture_writers import write_tiny_models
 
 EXPLAINERS = ["random", "class-name", "oracle", "falcon", "clip-dissect", "texplain", "texplain-contrast"]
 TASKS = ("waterbirds-spurious", "imagenet9-background")
@@ -145,8 +145,9 @@ def real_run(tmp_path_factory):
     models = write_tiny_models(tmp_path / "models")
     wb_root = write_waterbirds_fixture(tmp_path / "waterbirds_v1.0", n_per_group=6, image_size=40)
     in9_root = write_challenge_tree(tmp_path / "bg_challenge", variants=(
-        "original", "only_bg_b", "only_bg_t", "no_fg", "only_fg", "mixed_same", "mixed_rand", "mixed_next"))
-    _write_mapping(in9_root / "in_to_in9.json")
+        "original", "only_bg_b", "only_bg_t", "no_fg", "only_fg", "mixed_same", "mixed_rand", "mixed_next"),
+        size=40, width=40)  # square, as the release's images: the challenge protocol evaluates them unresized
+    write_mapping(in9_root / "in_to_in9.json")
     # ImageNet-9 subjects: a 1000-class transformers ResNet (mapped through in_to_in9.json) and a
     # 9-class timm model (as trained on IN-9L), both saved locally
     hf1000 = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
@@ -259,9 +260,10 @@ def test_user_errors_on_the_real_path_are_one_clear_line(tmp_path, capsys):
     bad = next((wb_root).rglob("*.jpg"))
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     config = _write_config(tmp_path, subjects, [], wb_root, None)
-    assert cli.main(["run", "--config", str(config)]) == 2
+    # a task whose data cannot be read fails its own jobs (error rows naming the file), not the run
+    assert cli.main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("fexbench: error:") and bad.name in err and "Traceback" not in err
+    assert "ERROR preparing the task" in err and bad.name in err and "Traceback" not in err
     # a missing data root, named by its key, before any work
     config.write_text(config.read_text().replace(str(wb_root), str(tmp_path / "nowhere")))
     assert cli.main(["run", "--config", str(config)]) == 2

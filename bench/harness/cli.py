@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 from fexbench.core import profile, registry, threads

@@ -119,6 +119,8 @@ def small_cnn_classifier(module: SmallCNN) -> TorchClassifier:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-1, 1]."""
+    if not images.flags.writeable:  # explainers' probe arrays are read-only; torch wants its own buffer
+        images = np.array(images)
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 

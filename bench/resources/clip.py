@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from fexbench.core import threads
 from fexbench.data import world
 from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
 from fexbench.core.seeds import derive_seed
@@ -555,7 +557,8 @@ def load_or_train_embedded(cache_dir: str | Path, config: EmbeddedClipConfig | N
 
     def train() -> ClipModel:
         start = time.perf_counter()
-        model = train_embedded_clip(config, cache_dir, progress, log)
+        with threads.component("clip-training"):  # one thread: faster here, and the same weights on every machine
+            model = train_embedded_clip(config, cache_dir, progress, log)
         train_s = time.perf_counter() - start
         atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
         card = {"model_name": name, "config_key": config.key, "config": asdict(config),
@@ -592,7 +595,7 @@ def factory(env: Any, model: str | None = None, pretrained: str | None = None, e
     if model:
         return load_clip(model, pretrained, device, config_file=config_file)
     overrides = {k: v for k, v in (("epochs", epochs), ("n_pairs", n_pairs)) if v is not None}
-    log = print if getattr(env, "progress", False) else None
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if getattr(env, "progress", False) else None
     return load_or_train_embedded(env.cache_dir, EmbeddedClipConfig(**overrides), device, log=log)
 
 

@@ -140,7 +140,7 @@ class Environment:
     threads: int = 0  # torch/BLAS threads of the run; 0: automatic (fexbench.core.threads.choose)
     max_bad_image_fraction: float = 0.0
     explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
-    replicates: int = 1  # independent replicates of every task (own world data, zoo, explainer seeds)
+    replicates: int = 1  # independent replicates of every task (own world data, zoo, explainer seeds); the CLI default is 3
     job_time_limit_s: float | None = None  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = None  # per job, above what the process maps at its start
     resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -186,6 +186,10 @@ class Explainer(abc.ABC):
     target_kinds: ClassVar[tuple[str, ...]] = ("class", "unit", "direction")
     # A control (random words, the class name): a reference point, not a method under comparison.
     control: ClassVar[bool] = False
+    # The explainer's own cache area is <cache>/explainers/<cache_namespace>/ (default: its registered
+    # name). Variants of one method that share fitted parts (TExplain and its contrast share the
+    # translators and the sampled sentences) name the same area.
+    cache_namespace: ClassVar[str] = ""
 
     def fit(self, subject: Subject, context: Context) -> "Explainer":
         return self

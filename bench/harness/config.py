@@ -137,7 +137,7 @@ class RunSection(BaseModel):
     resume: bool = True
     progress: bool = True
     # independent replicates of every task (own world data, zoo, explainer seeds); see docs/statistics.md
-    replicates: int = Field(1, ge=1, le=100)
+    replicates: int = Field(3, ge=1, le=100)  # 3: the fewest that give a t interval over replicates (docs/statistics.md)
     job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = Field(None, gt=0)  # per job, above what the process maps at its start
     preset: str | None = None  # a shipped preset this config starts from (fexbench.presets); its keys win

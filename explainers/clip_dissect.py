@@ -40,11 +40,6 @@ from fexbench.data.imageset import DataError
 from fexbench.explainers.baselines import target_scores
 
 
-def concept_probabilities(image_emb: np.ndarray, text_emb: np.ndarray, temperature: float = 10.0) -> np.ndarray:
-    """P(c | x): softmax over concepts of temperature * cosine (both sides L2-normalised)."""
-    return softmax(temperature * (image_emb @ text_emb.T).astype(np.float64), axis=1)
-
-
 def soft_membership(top_k: int, p_start: float = 0.998, p_end: float = 0.97) -> np.ndarray:
     return p_start - np.arange(top_k) / top_k * (p_start - p_end)
 

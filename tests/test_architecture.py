@@ -237,3 +237,21 @@ def test_a_task_that_fails_to_prepare_gives_error_rows_and_the_run_goes_on(tmp_p
     assert "failed to prepare" in summary and "the data folder is gone" in summary
     from fexbench.core.results import read_result
     assert read_result(tmp_path / "o" / "versioned" / "fine.json").status == "ok"
+
+
+def test_the_wheel_holds_only_the_fexbench_package_and_its_data(tmp_path):
+    """What `pip install .` puts into site-packages: the fexbench namespace, with every subpackage
+    and the data files it reads (the results schema, the presets); no `bench`, no `explainers`."""
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fexbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"fexbench"}
+    assert "fexbench/core/results.schema.json" in names and "fexbench/presets/smoke.toml" in names
+    packages = {str(p.parent.relative_to(ROOT / "bench")).replace("/", ".") for p in (ROOT / "bench").rglob("__init__.py")}
+    for package in packages - {"."}:
+        assert f"fexbench/{package.replace('.', '/')}/__init__.py" in names, f"subpackage fexbench.{package} is not installed"
+    assert "fexbench/explainers/falcon.py" in names

@@ -17,6 +17,7 @@ from fexbench.harness import cli
 
 TINY = """
 [run]
+replicates = 1
 tasks = ["waterbirds-spurious"]
 explainers = ["random", "class-name", "oracle"]
 

@@ -126,6 +126,7 @@ def test_real_run_recipe_is_a_valid_config():
 def test_cli_runs_the_config_and_flags_override_it(toys, tmp_path):
     config = write(tmp_path, f"""
 [run]
+replicates = 1
 out = "{tmp_path / 'from-config'}"
 cache_dir = "{tmp_path / 'cache'}"
 seed = 3

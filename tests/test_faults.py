@@ -180,6 +180,7 @@ def test_a_bad_file_of_another_explainer_does_not_sink_the_run(clean, copy, caps
     config = copy / "run.toml"
     config.write_text(textwrap.dedent(f"""
         [run]
+        replicates = 1
         out = "{copy / 'out'}"
         cache_dir = "{copy / 'cache'}"
         tasks = ["{TASK}"]

@@ -63,7 +63,7 @@ def _write_config(tmp_path: Path, subjects_wb: list[dict], subjects_in9: list[di
                   resources: dict[str, dict] | None = None, image_size: int = 32) -> Path:
     tasks = ["waterbirds-spurious"] + (["imagenet9-background"] if in9_root else [])
     lines = [
-        "[run]", f'out = "{tmp_path / "out"}"', f'cache_dir = "{tmp_path / "cache"}"', "seed = 0",
+        "[run]", "replicates = 1", f'out = "{tmp_path / "out"}"', f'cache_dir = "{tmp_path / "cache"}"', "seed = 0",
         'device = "cpu"', "progress = false", f"tasks = {json.dumps(tasks)}",
         f"explainers = {json.dumps(list(explainers))}", "",
         "[tasks.waterbirds-spurious]", "n_bootstrap = 50", "bias_threshold = 0.1",

@@ -297,3 +297,27 @@ def test_a_bad_seed_count_is_an_error_row(tmp_path, coin_registry):
     finally:
         registry.explainers.unregister("no-seeds")
     assert result[0].status == "error" and "positive integer" in result[0].error and result[1].status == "ok"
+
+
+class Allocates(Explainer):
+    """Holds 300 MB while it explains: the job's recorded peak must see it."""
+    name = "allocates"
+
+    def explain(self, subject, targets, context):
+        block = np.ones(300 * 2**20 // 8)
+        out = [Explanation.from_weights(t, {"yes": float(block[0])}) for t in targets]
+        del block
+        return out
+
+
+def test_the_recorded_peak_memory_sees_what_a_job_allocates(tmp_path, toy_registry):
+    import psutil
+
+    registry.register_explainer("allocates", Allocates)
+    try:
+        before = psutil.Process().memory_info().rss / 2**20
+        env = Environment(tmp_path / "c", tmp_path / "o", progress=False)
+        light, heavy = run(["toy"], ["yes", "allocates"], env, log=lambda s: None)
+    finally:
+        registry.explainers.unregister("allocates")
+    assert heavy.peak_rss_mb >= before + 250 > light.peak_rss_mb

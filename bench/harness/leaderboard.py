@@ -95,7 +95,7 @@ def tables(results: Iterable[JobResult], fmt: str = "simple",
                     metric_names.append(m.name)
                     arrows[m.name] = "↑" if m.higher_is_better else "↓"
         headers = ["rank", "explainer", *[f"{n} {arrows[n]}" for n in metric_names], "replicates", "seeds",
-                   "time s", "peak MB", "status"]
+                   "time s", "process peak MB", "status"]
         body = []
         for r in rows:
             values = {m.name: _fmt(m.value, m.ci_low, m.ci_high) for m in r.metrics}

@@ -15,22 +15,13 @@ import pytest
 
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.results import canonical_digest, read_result, read_results_dir
-from fexbench.harness.publish import add_parser as add_publish
+from fexbench.harness.cli import main  # the CLI as a user calls it
 from fexbench.harness.publish import PublishError, publish
 from fexbench.harness.publish.browser import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str]) -> int:
-    """The `fexbench` subcommands of this module, parsed as the CLI does (fexbench.harness.cli
-    only registers them; building them here keeps these tests independent of its other commands)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="fexbench")
-    add_publish(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 EXPLAINERS = ["oracle", "random", "class-name"]
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 

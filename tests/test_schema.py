@@ -11,20 +11,9 @@ from fexbench.core import schema
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.metrics import Metric, MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
-from fexbench.core.schema import add_parser as add_schema
+from fexbench.harness.cli import main  # the CLI as a user calls it
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def main(argv: list[str]) -> int:
-    """The `fexbench` subcommands of this module, parsed as the CLI does (fexbench.harness.cli
-    only registers them; building them here keeps these tests independent of its other commands)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="fexbench")
-    add_schema(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def _result(**kw) -> JobResult:

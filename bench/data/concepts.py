@@ -12,6 +12,8 @@ lemminflect's noun rules ("annuli" -> annulus). Explanations name things, so the
 """
 from __future__ import annotations
 
+import numpy as np
+
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -147,3 +149,14 @@ def concept_shares(vocab: "ConceptVocabulary", explanation: Any, names: Sequence
             for name in found:
                 shares[name] = shares.get(name, 0.0) + weight / total / len(hits) / len(found)
     return shares
+
+
+def hit_at_k(shares: Mapping[str, float], truth: str, k: int) -> float:
+    """1 if `truth` is among the k heaviest concepts, 0 if not; a tie across the cut gets the share
+    of the tied places that fall inside it, so no tie-breaking order favours anyone."""
+    mine = shares.get(truth, 0.0)
+    if mine <= 0:
+        return 0.0
+    above = sum(1 for v in shares.values() if v > mine)
+    tied = sum(1 for v in shares.values() if v == mine)
+    return float(np.clip((k - above) / tied, 0.0, 1.0))

@@ -36,7 +36,7 @@ from sklearn.metrics import r2_score
 
 from fexbench.data import world
 from fexbench.core.seeds import derive_seed
-from fexbench.data.concepts import content_words
+from fexbench.data.concepts import content_words, hit_at_k
 from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
 from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean
 from fexbench.models.subjects import cached_activations
@@ -122,15 +122,6 @@ def best_concept(activation: np.ndarray, attributes: Mapping[str, Sequence[str]]
 
 # ---------------------------------------------------------------- scoring helpers
 
-def hit_at_k(shares: Mapping[str, float], truth: str, k: int) -> float:
-    """1 if `truth` is among the k heaviest concepts, 0 if not; a tie across the cut gets the share
-    of the tied places that fall inside it, so no tie-breaking order favours anyone."""
-    mine = shares.get(truth, 0.0)
-    if mine <= 0:
-        return 0.0
-    above = sum(1 for v in shares.values() if v > mine)
-    tied = sum(1 for v in shares.values() if v == mine)
-    return float(np.clip((k - above) / tied, 0.0, 1.0))
 
 
 def top_words(explanation: Explanation, k: int = AGREEMENT_K) -> set[str]:

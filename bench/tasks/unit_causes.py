@@ -41,7 +41,7 @@ from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, 
 from fexbench.core.metrics import Estimate, Metric, nanmean, spearman
 from fexbench.core.seeds import derive_seed
 from fexbench.data import world
-from fexbench.data.concepts import ConceptVocabulary, concept_shares
+from fexbench.data.concepts import ConceptVocabulary, concept_shares, hit_at_k
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset
 from fexbench.data.world_concepts import world_vocabulary
 from fexbench.models.subjects import cached_activations
@@ -195,15 +195,6 @@ def measure_subject(subject: Subject, probe_images: np.ndarray, scenes: world.Sc
 
 # ---------------------------------------------------------------- scoring helpers
 
-def hit_at_k(shares: Mapping[str, float], truth: str, k: int) -> float:
-    """1 if `truth` is among the k heaviest concepts, 0 if not; a tie across the cut gets the share
-    of the tied places that fall inside it, so no tie-breaking order favours anyone."""
-    mine = shares.get(truth, 0.0)
-    if mine <= 0:
-        return 0.0
-    above = sum(1 for v in shares.values() if v > mine)
-    tied = sum(1 for v in shares.values() if v == mine)
-    return float(np.clip((k - above) / tied, 0.0, 1.0))
 
 
 def cluster_counts(clusters: Sequence[int], n_resamples: int, seed: int) -> np.ndarray:

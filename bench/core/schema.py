@@ -187,11 +187,15 @@ def validate_file(path: str | Path) -> list[str]:
     return found
 
 
+# files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json)
+RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json"})
+
+
 def validate_dir(folder: str | Path) -> tuple[int, list[str]]:
     """(number of result files checked, their problems) for every <task>/<explainer>.json below
     `folder` (a run folder, or a folder of run folders)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*.json") if p.is_file())
+    files = sorted(p for p in folder.rglob("*.json") if p.is_file() and p.name not in RUN_METADATA)
     found: list[str] = []
     for path in files:
         found += validate_file(path)

@@ -24,6 +24,14 @@ from fexbench.data.imageset import ImageSet
 
 from tqdm.auto import tqdm
 
+def _writable(preprocess: Callable[[np.ndarray], torch.Tensor]) -> Callable[[np.ndarray], torch.Tensor]:
+    """The preprocess, given a writeable copy when the images are read-only (explainers' probe
+    arrays are): torch and image processors want buffers they may write."""
+    def call(images: np.ndarray) -> torch.Tensor:
+        return preprocess(images if getattr(images, "flags", None) is None or images.flags.writeable else np.array(images))
+    return call
+
+
 class TorchClassifier:
     """A torch classifier seen through named layers: the one interface tasks and explainers use.
 
@@ -39,7 +47,7 @@ class TorchClassifier:
             if name != "logits" and path not in modules:
                 raise KeyError(f"layer {name!r} points at {path!r}, which is not a module of "
                                f"{type(module).__name__}; modules are {sorted(m for m in modules if m)[:40]}")
-        self.module, self.layer_paths, self.preprocess = module.to(device).eval(), dict(layers), preprocess
+        self.module, self.layer_paths, self.preprocess = module.to(device).eval(), dict(layers), _writable(preprocess)
         self.conv_layer, self.device = conv_layer, device
 
     @property

@@ -14,10 +14,12 @@ to the caller's own sequential path, which raises the error where it can be repo
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
@@ -61,3 +63,20 @@ def build_in_parallel(jobs: Sequence[Callable[[], Any]], workers: int, log: Call
     except (OSError, RuntimeError) as exc:  # no processes on this platform: train sequentially
         print(f"fexbench: worker processes unavailable ({exc}); training sequentially", file=sys.stderr)
     return done
+
+
+def train_missing(env: Any, zoo: Any, specs: Sequence[tuple], cached: Callable[[tuple], bool]) -> None:
+    """Train in worker processes each subject `zoo.subject(env, *spec)` whose files are not in the
+    cache (`cached(spec)`); the zoo then reads them back with its own `subject`. `zoo` must be
+    picklable (the zoos are frozen dataclasses of sizes)."""
+    missing = [tuple(spec) for spec in specs if not cached(tuple(spec))]
+    jobs = [functools.partial(_train_subject, zoo, str(env.cache_dir), env.seed, spec) for spec in missing]
+    build_in_parallel(jobs, workers_for(env, len(jobs)),
+                      log=(lambda m: print(m, file=sys.stderr)) if getattr(env, "progress", False) else None)
+
+
+def _train_subject(zoo: Any, cache_dir: str, run_seed: int, spec: tuple) -> None:
+    """A worker process's job: train one subject into the cache."""
+    from fexbench.core.contract import Environment
+
+    zoo.subject(Environment(cache_dir=Path(cache_dir), seed=run_seed, progress=False), *spec)

@@ -8,10 +8,7 @@ from the cache by the others, and no task imports another task.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fexbench.core.contract import Case, Context, Probe, Subject, Target
@@ -19,7 +16,7 @@ from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset
 from fexbench.data.world_concepts import world_vocabulary
-from fexbench.models.parallel import build_in_parallel, workers_for
+from fexbench.models.parallel import train_missing
 from fexbench.models.subjects import TrainConfig, cached_activations, is_cached, load_or_train
 
 CLASS_NAMES = world.SHAPES
@@ -88,10 +85,7 @@ class ImageNet9Zoo:
     def prebuild(self, env: Any, specs: Sequence[tuple[float, int, int | None]]) -> None:
         """Train the subjects (p_native, seed, width) missing from the cache in worker processes
         (fexbench.models.parallel); `subject` then reads them back."""
-        missing = [(p, s, w) for p, s, w in specs if not is_cached(env.cache_dir, *self._spec(env, p, s, w)[1:3])]
-        jobs = [functools.partial(_train_subject, self, str(env.cache_dir), env.seed, p, s, w) for p, s, w in missing]
-        build_in_parallel(jobs, workers_for(env, len(jobs)),
-                          log=(lambda m: print(m, file=sys.stderr)) if getattr(env, "progress", False) else None)
+        train_missing(env, self, specs, lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[1:3]))
 
     def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...],
              vocabulary: tuple[str, ...] | None = None, attributes: Mapping[str, tuple[str, ...]] | None = None) -> Case:
@@ -106,11 +100,3 @@ class ImageNet9Zoo:
                           vocabulary=vocabulary, resources=env.resources,
                           seed=env.seed, device=env.device, cache_dir=env.cache_dir)
         return Case(subject, context, targets, oracle_attributes=attributes)
-
-
-def _train_subject(zoo: ImageNet9Zoo, cache_dir: str, run_seed: int, p_native: float, seed: int,
-                   width: int | None) -> None:
-    """A worker process's job: train one subject into the cache."""
-    from fexbench.core.contract import Environment
-
-    zoo.subject(Environment(cache_dir=Path(cache_dir), seed=run_seed, progress=False), p_native, seed, width)

@@ -6,17 +6,14 @@ subject is trained once and read from the cache by the other, and no task import
 """
 from __future__ import annotations
 
-import functools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from fexbench.core.contract import Subject
 from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.imageset import ImageSet, cached_imageset
-from fexbench.models.parallel import build_in_parallel, workers_for
+from fexbench.models.parallel import train_missing
 from fexbench.models.subjects import TrainConfig, is_cached, load_or_train
 
 CLASS_NAMES = ("angular", "round")
@@ -84,14 +81,4 @@ class WaterbirdsZoo:
     def prebuild(self, env: Any, grid: Sequence[tuple[float, int]]) -> None:
         """Train the subjects (rho, seed) missing from the cache in worker processes
         (fexbench.models.parallel); `subject` then reads them back."""
-        missing = [(r, s) for r, s in grid if not is_cached(env.cache_dir, *self._spec(env, r, s)[:2])]
-        jobs = [functools.partial(_train_subject, self, str(env.cache_dir), env.seed, r, s) for r, s in missing]
-        build_in_parallel(jobs, workers_for(env, len(jobs)),
-                          log=(lambda m: print(m, file=sys.stderr)) if getattr(env, "progress", False) else None)
-
-
-def _train_subject(zoo: WaterbirdsZoo, cache_dir: str, run_seed: int, rho: float, seed: int) -> None:
-    """A worker process's job: train one subject into the cache."""
-    from fexbench.core.contract import Environment
-
-    zoo.subject(Environment(cache_dir=Path(cache_dir), seed=run_seed, progress=False), rho, seed)
+        train_missing(env, self, grid, lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[:2]))

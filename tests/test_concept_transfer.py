@@ -1,14 +1,21 @@
-"""concept-transfer: the ridge map, the measured concept of a unit, the scoring, and the task end to end."""
+"""concept-transfer: the ridge map, the measured concept of a unit, the scoring, and the task end to
+end, with the association ground truth (the default) and the causal one (truth = "causal")."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, Subject, Target
+from fexbench.core.seeds import derive_seed
 from fexbench.tasks.concept_transfer import (AGREEMENT, ATTRIBUTE_VALUES, ConceptTransfer, best_concept, fit_linear_map,
                                           hit_at_k, jaccard, top_words, wilson_ci)
 from fexbench.data.concepts import concept_shares
+from fexbench.data.imageset import DataError
 from fexbench.data.world_concepts import world_vocabulary
 from fexbench.data import world
-from conftest import run_baselines
+from fexbench.models.unit_effects import (LAYOUT_VALUES, choose_scenes, counterfactual_scenes, counterfactual_set,
+                                          profile_directions, profile_units)
+from conftest import BASELINES, run_baselines
 
 
 def test_ridge_map_recovers_a_planted_linear_relation():
@@ -110,3 +117,119 @@ def test_transfer_end_to_end(tiny_run):
     assert oracle.metric("direct_top3").value >= 0.75
     assert oracle.metric("transfer_top3").value >= 0.5
     assert oracle.metric("direct_top1").value > results["random"].metric("direct_top1").value
+
+
+# ---------------------------------------------------------------- the causal ground truth
+
+# 8 directions: on this tiny pair the two truths then name different concepts for one target (pc7),
+# so a causal truth that fell back to the association would fail test_causal_truth_end_to_end
+CAUSAL = dict(TINY, n_directions=8, truth="causal", n_causal_scenes=40)
+
+
+def test_the_truth_option_is_checked_and_the_default_keeps_its_config():
+    assert "truth" not in ConceptTransfer().config() and "n_causal_scenes" not in ConceptTransfer().config()
+    causal = ConceptTransfer(truth="causal").config()
+    assert causal["truth"] == "causal" and causal["n_causal_scenes"] == 200
+    assert {k: v for k, v in causal.items() if k not in ("truth", "n_causal_scenes")} == ConceptTransfer().config()
+    with pytest.raises(ValueError, match="truth"):
+        ConceptTransfer(truth="interventional")
+    with pytest.raises(ValueError, match="n_causal_scenes"):
+        ConceptTransfer(truth="causal", n_causal_scenes=1)
+
+
+def test_a_planted_unit_gets_different_associational_and_causal_concepts():
+    """Activation 100 when the background is lava AND the object large, plus 1 when it is red. Red
+    best separates the activations (AUROC about 0.95: the spikes are rare), while setting the
+    background to lava raises it most (by about 56 on average, red by about 1): the two truths differ."""
+    values = LAYOUT_VALUES["imagenet9"]
+    scenes, _ = world.imagenet9_scenes(900, seed=5, p_native=0.0)
+
+    def planted(s):
+        lava, red = world.BACKGROUNDS.index("lava"), world.COLOUR_NAMES.index("red")
+        return (100.0 * ((s.background == lava) & (s.size_class == 1)) + 1.0 * (s.colour == red))[:, None]
+
+    attributes = {"shape": np.asarray(world.SHAPES)[scenes.shape], "colour": np.asarray(world.COLOUR_NAMES)[scenes.colour],
+                  "size": np.asarray(world.SIZES)[scenes.size_class],
+                  "background": np.asarray(world.BACKGROUNDS)[scenes.background]}
+    assert best_concept(planted(scenes)[:, 0], attributes)[0] == "red"
+    chosen = choose_scenes(len(scenes), 300, seed=0)
+    cf_acts = planted(counterfactual_scenes(scenes.subset(chosen), values))
+    profile = profile_directions(planted(scenes), cf_acts, np.ones((1, 1)), values, len(chosen))
+    attribute, value, effect = profile.top_cause(0)
+    assert (attribute, value) == ("background", "lava") and effect > 10 * profile.effects(0)["red"] > 0
+
+
+def test_direction_profiles_are_linear_in_the_unit_profiles():
+    rng = np.random.default_rng(0)
+    values = {"colour": world.COLOUR_NAMES, "size": world.SIZES, "position": world.POSITIONS}
+    n = 7
+    probe, cf = rng.normal(size=(50, 5)), rng.normal(size=(14 * n, 5))
+    units = profile_units(probe, cf, values, n)
+    v = rng.normal(size=5)
+    d = profile_directions(probe, cf, np.stack([v, np.eye(5)[3]]), values, n)
+    for a in values:  # raw effects combine with the direction's weights; each is divided by its own std
+        raw = (units.value_effects[a] * units.scale) @ v
+        assert np.allclose(d.value_effects[a][:, 0], raw / (probe @ v).std())
+        assert np.array_equal(d.value_effects[a][:, 1], units.value_effects[a][:, 3])  # a basis vector: the unit
+    with pytest.raises(DataError, match="blocks"):
+        profile_directions(probe, cf[:-1], v[None], values, n)
+
+
+@pytest.fixture(scope="module")
+def causal_run(tiny_run, tmp_path_factory):
+    """The causal truth on the tiny run's cache (same subjects and splits), explained by the baselines,
+    and both truths prepared again from the cache."""
+    from fexbench.harness.runner import run
+
+    env = dataclasses.replace(tiny_run[0], out_dir=tmp_path_factory.mktemp("ct-causal") / "out")
+    results = run(["concept-transfer"], list(BASELINES), env, task_configs={"concept-transfer": CAUSAL},
+                  log=lambda s: None)
+    association = ConceptTransfer(**dict(CAUSAL, truth="association")).prepare(env)
+    return env, {r.explainer: r for r in results}, ConceptTransfer(**CAUSAL).prepare(env), association
+
+
+def test_causal_truth_end_to_end(causal_run):
+    env, results, prepared, association = causal_run
+    assert all(r.status == "ok" for r in results.values()), [r.error for r in results.values()]
+    (a_truth,) = [t for t in association.ground_truth.values() if "targets" in t]
+    (c_truth,) = [t for t in results["oracle"].ground_truth.values() if "targets" in t]
+    assert "truth" not in a_truth and c_truth["truth"] == "causal" and c_truth["n_causal_scenes"] == 40
+    # the same targets and maps; the association concept is recorded beside the causal one
+    assert [t["target"] for t in a_truth["targets"]] == [t["target"] for t in c_truth["targets"]]
+    assert [t["concept"] for t in a_truth["targets"]] == [t["association_concept"] for t in c_truth["targets"]]
+    assert c_truth["r2_heldout"] == a_truth["r2_heldout"]
+    # the option is not a no-op: the two ground truths differ (here in one target of 12)
+    causal_concepts = [t["concept"] for t in c_truth["targets"]]
+    assert causal_concepts != [t["concept"] for t in a_truth["targets"]]
+    assert c_truth["truth_agreement"] == pytest.approx(
+        np.mean([t["concept"] == t["association_concept"] for t in c_truth["targets"]]))
+    # scored against the causal concepts: an explanation naming each one is right in both spaces
+    named = {c.subject.name: [Explanation.from_weights(t, {concept: 1.0}) for t, concept in zip(c.targets, causal_concepts)]
+             for c in prepared.cases}
+    scored = {m.name: m.value for m in ConceptTransfer(**CAUSAL).score(prepared, named).metrics}
+    assert scored["direct_top1"] == scored["transfer_top1"] == 1.0
+    assert ConceptTransfer(**CAUSAL).score(association, named).metrics[0].value < 1.0
+
+    # measured again without the task's caches: B on the held-out scenes and their counterfactuals
+    target_case = prepared.cases[1]
+    model, values = target_case.subject.model, LAYOUT_VALUES["imagenet9"]
+    scenes = world.imagenet9_scenes(CAUSAL["n_test"], derive_seed(env.seed, "transfer", "test"), 0.0)[0]
+    chosen = choose_scenes(len(scenes), CAUSAL["n_causal_scenes"], derive_seed(env.seed, "transfer", "causal-scenes"))
+    cf = counterfactual_set(scenes.subset(chosen), values, 32, "check")
+    held_out = model.activations(world.render(scenes, 32)[0], ("penultimate",))["penultimate"]
+    cf_acts = model.activations(cf.images, ("penultimate",))["penultimate"]
+    units = profile_units(held_out, cf_acts, values, len(chosen))
+    records = prepared.ground_truth[target_case.subject.name]["targets"]
+    assert records == c_truth["targets"]
+    for target, record in zip(target_case.targets, records):
+        if target.kind == "unit":
+            profile, index = units, target.index
+        else:
+            profile, index = profile_directions(held_out, cf_acts, np.asarray(target.direction)[None], values,
+                                                len(chosen)), 0
+        effects = profile.effects(index)
+        assert record["effects"] == pytest.approx(effects, abs=1e-3)
+        ranked = sorted(effects.values(), reverse=True)
+        if ranked[0] - ranked[1] > 1e-3:  # a clear top cause: the record's concept is it
+            assert record["concept"] == profile.top_cause(index)[1], record["target"]
+        assert record["effects"][record["concept"]] == max(record["effects"].values())

@@ -221,7 +221,7 @@ class _Held:
 
     def __enter__(self) -> None:
         try:
-            self.lock.acquire(timeout=0)
+            self.lock.acquire(timeout=5)  # a short wait (the run's own prefetch process) passes unsaid
         except Timeout:
             print(f"fexbench: waiting for another process building {self.target}", file=sys.stderr, flush=True)
             self.lock.acquire()

@@ -39,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  explainer_seeds=args.explainer_seeds, replicates=args.replicates,
                  job_time_limit_s=args.job_time_limit,
                  explainers=args.explainers, progress=False if args.quiet else None,
-                 resume=False if args.no_resume else None, threads=args.threads)
+                 resume=False if args.no_resume else None, threads=args.threads,
+                 prefetch=False if getattr(args, "no_prefetch", False) else None)
     if getattr(args, "preset", None):  # a shipped preset (fexbench.presets); a --config then overrides it
         from fexbench import presets
         flags["preset"] = args.preset if args.config else None
@@ -50,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry.tasks.get(name)  # fail fast, naming the culprit, before any work
     for name in explainers:
         registry.explainers.get(name)
-    executor = make_executor(args.executor, args.ray_address)  # Ray missing: one line saying how to install it
+    executor = make_executor(args.executor, args.ray_address,  # Ray missing: one line saying how to install it
+                             prefetch=config.run.prefetch)
     env = config.environment()
     # torch's default (a thread per host core) collapses on a shared machine: the run's count is
     # the usable CPUs unless --threads, [run] threads or OMP_NUM_THREADS says (fexbench.core.threads)
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop a (task, explainer) job after this long and record it as an error (default: none)")
     p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
+    p_run.add_argument("--no-prefetch", action="store_true",
+                       help="no helper process preparing later tasks while jobs run (same results, slower "
+                            "on 2+ cores; see docs/performance.md)")
     p_run.add_argument("--threads", type=int, metavar="N",
                        help="torch/BLAS threads (default: OMP_NUM_THREADS, else the CPUs this process may use)")
     p_run.add_argument("--profile", action="store_true",

@@ -136,6 +136,7 @@ class RunSection(BaseModel):
     explainers: tuple[str, ...] | None = None  # None: every registered explainer
     resume: bool = True
     progress: bool = True
+    prefetch: bool = True  # a helper process prepares later tasks meanwhile (fexbench.harness.prefetch); same results
     # independent replicates of every task (own world data, zoo, explainer seeds); see docs/statistics.md
     replicates: int = Field(3, ge=1, le=100)  # 3: the fewest that give a t interval over replicates (docs/statistics.md)
     job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit

@@ -66,12 +66,39 @@ def unknown_explainer(task: str, explainer: str, exc: Exception, env: Environmen
 
 
 class LocalExecutor:
-    """The graph in order, in this process: the sequential run."""
+    """The graph in order, in this process: the sequential run. With `prefetch`, a helper process
+    builds the later tasks' preparations and the shared resources into the cache meanwhile
+    (fexbench.harness.prefetch): the same results, sooner on a machine with a second core."""
 
     name = "local"
 
+    def __init__(self, prefetch: bool = False):
+        self.prefetch = prefetch
+
     def execute(self, graph: JobGraph, env: Environment, resume: bool = True,
                 log: Log = print) -> tuple[list[JobResult], dict[str, Any]]:
+        self._helper = None
+        try:
+            results, timing = self._walk(graph, env, resume, log)
+        finally:
+            ahead = self._helper.stop() if self._helper else {}
+        for task, seconds in ahead.items():  # compute seconds, summed over processes (as with Ray)
+            if task in timing["tasks"]:
+                timing["tasks"][task]["prepare_s"] += seconds
+        return results, timing
+
+    def _maybe_prefetch(self, graph: JobGraph, env: Environment, seconds: float) -> None:
+        """Start the helper after the first preparation, and only when that one had to compute
+        (a cold cache): on a warm re-run a second process would only compete for the CPUs."""
+        from fexbench.harness.prefetch import COLD_PREPARE_S, Prefetcher
+
+        if self.prefetch and self._helper is None and seconds >= COLD_PREPARE_S:
+            self._helper = Prefetcher.start(graph, env) or False  # False: tried, not started; never again
+        elif self._helper is None:
+            self._helper = False
+
+    def _walk(self, graph: JobGraph, env: Environment, resume: bool,
+              log: Log) -> tuple[list[JobResult], dict[str, Any]]:
         results: list[JobResult] = []
         timing = new_timing(graph)
         tasks: dict[str, dict[str, Any]] = {}  # task -> {"task", "prepared", "start", "failed"}
@@ -86,8 +113,10 @@ class LocalExecutor:
                 try:
                     if state["task"] is None:
                         state["task"] = registry.tasks.get(node.task)(**node.options)
+                    started = time.perf_counter()
                     with profile.stage(f"prepare {node.task}"):
                         state["prepared"].append(state["task"].prepare(env.replicate(node.replicate)))
+                    self._maybe_prefetch(graph, env, time.perf_counter() - started)
                 except KeyboardInterrupt:
                     raise
                 except BaseException as exc:  # a task that cannot prepare fails its own jobs, not the run
@@ -310,12 +339,12 @@ class RayExecutor:
         return results, timing
 
 
-def make_executor(name: str = "local", address: str | None = None) -> LocalExecutor | RayExecutor:
+def make_executor(name: str = "local", address: str | None = None, prefetch: bool = False) -> LocalExecutor | RayExecutor:
     """The executor a run asked for by name; a clear UsageError for an unknown one."""
     if name == "local":
         if address:
             raise UsageError("--ray-address is for --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(prefetch=prefetch)
     if name == "ray":
         return RayExecutor(address)
     raise UsageError(f"unknown executor {name!r}: local or ray")

@@ -32,6 +32,7 @@ def _differs(a: float, b: float, tolerance: float) -> bool:
 def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str | Path | None = None,
               tolerance: float = 1e-6, log: Any = print) -> tuple[bool, str]:
     from fexbench.harness.config import validate
+    from fexbench.harness.executors import LocalExecutor
     from fexbench.harness.runner import run
 
     folder = Path(folder)
@@ -57,9 +58,13 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
         lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
     else:
         lines.append("environment: identical to the folder's lock file")
+    if not config.run.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # shard save/load bars of the captioner, as in `fexbench run --quiet`
     fresh = run(config.task_names(), config.explainer_names(), config.environment(),
                 task_configs=config.task_configs(), explainer_configs=config.explainer_configs(), resume=False,
-                log=log)
+                log=log, executor=LocalExecutor(prefetch=config.run.prefetch))
     old = {(r.task, r.explainer): r for r in published}
     rows, ok = [], True
     for r in sorted(fresh, key=lambda r: (r.task, r.explainer)):

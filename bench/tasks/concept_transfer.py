@@ -20,13 +20,28 @@ explaining M v would score the map's flaw, not the explainer.
 Ground truth concept of a target: the world attribute value (one of 9 shapes, 8 colours, 2 sizes,
 9 backgrounds) whose presence best separates the target's activations in B, by AUROC, measured
 on held-out images whose attributes are mutually independent (p_native = 0), so no concept is
-confounded with another.
+confounded with another. That is the default, `truth = "association"`.
+
+`truth = "causal"` scores the same targets and explanations against a causal ground truth instead:
+the target's top cause as the task `unit-causes` measures it (fexbench.models.unit_effects).
+`n_causal_scenes` (200) of the held-out scenes, chosen with a seed, are re-rendered once per value
+of each attribute of the layout (9 shapes, 8 colours, 2 sizes, 9 backgrounds, 4 positions: 32
+blocks), and B is read on them (forward passes only, images and activations cached). A target's
+activation is linear in B's features (b . v, a unit being a basis vector), so its profile is that of
+the projections: value effect e(a, x) = mean over scenes of [activation with a set to x minus its
+mean over a's other values], in units of the target's std on the held-out set. The ground-truth
+concept is the nameable value with the largest effect (positions have no words): for a unit
+exactly unit-causes' top cause. This is the most faithful mapping of the association's "value whose
+presence best raises the activation" (AUROC, scale free) onto interventions ("value whose setting
+raises it most", in the target's std, comparable across attributes). Everything else is unchanged:
+targets (directions keep the sign chosen on the fitting split), explanations, scoring and metrics.
+With the default truth, config() leaves out the two options, so earlier results keep their job keys.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -40,6 +55,7 @@ from fexbench.data.concepts import content_words, hit_at_k
 from fexbench.core.contract import Explanation, Prepared, Scored, Target, Task
 from fexbench.core.metrics import Estimate, Metric, auroc, finite_count, nanmean
 from fexbench.models.subjects import cached_activations
+from fexbench.models.unit_effects import LAYOUT_VALUES, cached_counterfactuals, choose_scenes, profile_directions
 from fexbench.data.concepts import concept_shares
 from fexbench.tasks.imagenet9_zoo import CLASS_NAMES, IMAGENET9_TASK_OPTIONS, ORACLE_FIELDS, ImageNet9Zoo
 from fexbench.data.world_concepts import world_vocabulary
@@ -47,6 +63,7 @@ from fexbench.data.world_concepts import world_vocabulary
 # The concepts a target's ground truth can be: every attribute value of the world.
 ATTRIBUTE_VALUES = (*world.SHAPES, *world.COLOUR_NAMES, *world.SIZES, *world.BACKGROUNDS)
 AGREEMENT_K = 5
+TRUTHS = ("association", "causal")
 
 
 def _agreement_chance(n_words: int, k: int = AGREEMENT_K) -> float:
@@ -170,11 +187,38 @@ class ConceptTransfer(Task):
     def __init__(self, p_native: float = 0.5, source_seed: int = 0, target_seed: int = 1, target_width: int = 24,
                  n_units: int = 12, n_directions: int = 12, n_fit: int = 2000, n_test: int = 1000,
                  alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 13)), n_bootstrap: int = 1000,
-                 imagenet9: Mapping[str, Any] | None = None):
+                 imagenet9: Mapping[str, Any] | None = None,
+                 truth: Literal["association", "causal"] = "association", n_causal_scenes: int = 200):
+        if truth not in TRUTHS:
+            raise ValueError(f"concept-transfer: truth must be one of {TRUTHS}, not {truth!r}")
+        if n_causal_scenes < 2:
+            raise ValueError(f"concept-transfer: n_causal_scenes must be at least 2, got {n_causal_scenes}")
+        self.truth, self.n_causal_scenes = truth, n_causal_scenes
         self.p_native, self.source_seed, self.target_seed, self.target_width = p_native, source_seed, target_seed, target_width
         self.n_units, self.n_directions, self.n_fit, self.n_test = n_units, n_directions, n_fit, n_test
         self.alphas, self.n_bootstrap = tuple(alphas), n_bootstrap
         self.imagenet9 = dict(imagenet9 or {})  # ImageNet9Background arguments: same world, same cached subjects
+
+    def config(self) -> dict[str, Any]:
+        """The arguments; with the default (association) truth, without the causal options, so that
+        results computed before they existed keep their job keys (the default's numbers are unchanged)."""
+        out = super().config()
+        if self.truth == "association":
+            del out["truth"], out["n_causal_scenes"]
+        return out
+
+    def causal_profiles(self, env: Any, test: Any, target: Any, b_test: np.ndarray,
+                        directions: np.ndarray) -> tuple[Any, np.ndarray, Any]:
+        """The causal profiles of B's targets (`directions`, (T, D), a unit as its basis vector),
+        measured on `n_causal_scenes` held-out scenes; returns (profiles, chosen scenes, counterfactual set)."""
+        seed = derive_seed(env.seed, "transfer", "test")  # the held-out set's seed (prepare)
+        scenes = world.imagenet9_scenes(self.n_test, seed, 0.0)[0]
+        chosen = choose_scenes(len(scenes), self.n_causal_scenes, derive_seed(env.seed, "transfer", "causal-scenes"))
+        values = LAYOUT_VALUES["imagenet9"]
+        cf = cached_counterfactuals(env.cache_dir, "concept-transfer-counterfactuals", "imagenet9", test, scenes,
+                                    chosen, values, "transfer-test-counterfactuals", self.name)
+        b_cf = cached_activations(env.arrays, target, cf, ("penultimate",), progress=env.progress)["penultimate"]
+        return profile_directions(b_test, b_cf, directions, values, len(chosen)), chosen, cf
 
     def prepare(self, env: Any) -> Prepared:
         in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
@@ -215,6 +259,18 @@ class ConceptTransfer(Task):
             v_a = a_to_b.readout(v)
             fidelity = float(np.corrcoef(a_test @ v_a, b_act)[0, 1]) if np.ptp(a_test @ v_a) > 0 else 0.0
             truth_targets.append({"target": t.name, "concept": concept, "auroc": auc, "transfer_fidelity": fidelity})
+        causal: dict[str, Any] = {}
+        if self.truth == "causal":
+            profiles, chosen, cf = self.causal_profiles(env, test, target, b_test, np.stack(transferred))
+            for i, gt in enumerate(truth_targets):
+                attribute, value, effect = profiles.top_cause(i)
+                gt.update({"concept": value, "concept_attribute": attribute, "top_effect": round(effect, 4),
+                           "association_concept": gt["concept"],
+                           "attribute_shares": {a: round(x, 4) for a, x in profiles.shares(i).items()},
+                           "effects": {v: round(e, 4) for v, e in profiles.effects(i).items()}})
+            same = [gt["concept"] == gt["association_concept"] for gt in truth_targets]
+            causal = {"truth": "causal", "n_causal_scenes": len(chosen),
+                      "truth_agreement": float(np.mean(same)) if same else float("nan")}
         a_targets = tuple(Target("direction", i, f"{t.name}->A", direction=tuple(float(x) for x in a_to_b.readout(v)))
                           for i, (t, v) in enumerate(zip(direct, transferred)))
 
@@ -226,10 +282,12 @@ class ConceptTransfer(Task):
             target.name: {"role": "target (B): explained directly",
                           "r2_heldout": a_to_b.r2(a_test, b_test), "r2_fit": a_to_b.r2(a_fit, b_fit),
                           "ridge_alpha": a_to_b.alpha, "r2_heldout_b_to_a": b_to_a.r2(b_test, a_test),
-                          "ridge_alpha_b_to_a": b_to_a.alpha, "targets": truth_targets},
+                          "ridge_alpha_b_to_a": b_to_a.alpha, **causal, "targets": truth_targets},
         }
         hashes = {"probe": probe.content_hash, "fit": fit.content_hash, "test": test.content_hash,
                   f"weights:{source.name}": source.weights_hash, f"weights:{target.name}": target.weights_hash}
+        if self.truth == "causal":
+            hashes["counterfactuals"] = cf.content_hash
         return Prepared(cases, truth, hashes, seed=env.seed)
 
     def score(self, prepared: Prepared, explanations: Mapping[str, list[Explanation]]) -> Scored:

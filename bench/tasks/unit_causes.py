@@ -16,6 +16,9 @@ y_s(v) be u's activation with a set to v. Then
 - the top cause is the nameable attribute value (shape, colour, size, background: the world
   vocabulary has no words for positions) with the largest positive value effect.
 
+The measurement (counterfactual images, profiles) lives in fexbench.models.unit_effects, shared with
+concept-transfer's causal ground truth; this module chooses the scenes, subjects and targets.
+
 Units that never fire on the probe (dead), that do not vary (constant), or with no positive
 nameable effect are excluded and counted. Only penultimate units are measured: explainers receive
 features at one layer (Probe.features, penultimate in every zoo case) and read a unit target from
@@ -42,30 +45,19 @@ from fexbench.core.metrics import Estimate, Metric, nanmean, spearman
 from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.concepts import ConceptVocabulary, concept_shares, hit_at_k
-from fexbench.data.imageset import DataError, ImageSet, cached_imageset
+from fexbench.data.imageset import DataError, ImageSet
 from fexbench.data.world_concepts import world_vocabulary
 from fexbench.models.subjects import cached_activations
+# The causal profiles are measured in a module shared with concept-transfer's causal ground truth;
+# the names are re-exported here, where they were first defined.
+from fexbench.models.unit_effects import (ATTRIBUTE_VALUES, ATTRIBUTES, DESIGN_VERSION, LAYOUT_VALUES, NAMEABLE,  # noqa: F401
+                                          UnitProfiles, cached_counterfactuals, choose_scenes, counterfactual_scenes,
+                                          counterfactual_set, design, measure_subject, profile_units)
 from fexbench.tasks.imagenet9_zoo import IMAGENET9_TASK_OPTIONS, ImageNet9Zoo
 from fexbench.tasks.waterbirds_zoo import WaterbirdsZoo
 
-NAMEABLE = ("shape", "colour", "size", "background")  # attributes the world vocabulary has words for
-ATTRIBUTES = (*NAMEABLE, "position")
-# Every nameable value of the world: an explanation naming a value its layout lacks names a wrong one.
-ATTRIBUTE_VALUES = (*world.SHAPES, *world.COLOUR_NAMES, *world.SIZES, *world.BACKGROUNDS)
 ORACLE_FIELDS = NAMEABLE
-
-# The values each layout's scenes take: interventions stay inside what the subjects were trained
-# on and what the probe shows (a waterbirds subject has never seen a star or lava).
-LAYOUT_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
-    "waterbirds": {"shape": tuple(world.SHAPES[i] for group in world.CLASS_SHAPES for i in group),
-                   "colour": world.COLOUR_NAMES, "size": world.SIZES,
-                   "background": tuple(world.BACKGROUNDS[i] for group in world.PLACE_BACKGROUNDS for i in group),
-                   "position": world.POSITIONS},
-    "imagenet9": {"shape": world.SHAPES, "colour": world.COLOUR_NAMES, "size": world.SIZES,
-                  "background": world.BACKGROUNDS, "position": world.POSITIONS},
-}
 WATERBIRDS_TASK_OPTIONS = ("rhos", "seeds", "bias_threshold", "n_bootstrap", "data", "subjects")
-DESIGN_VERSION = 1  # of the counterfactual image sets (their block layout)
 
 TOP1 = Metric("top1_cause", "the explanation's heaviest attribute concept is the unit's measured top cause",
               True, (0.0, 1.0), "accuracy", chance=1 / len(ATTRIBUTE_VALUES))
@@ -77,125 +69,7 @@ BACKGROUND = Metric("background_share_spearman", "across units, Spearman(backgro
                     "background share of the measured causal effects)", True, (-1.0, 1.0), "faithfulness", chance=0.0)
 
 
-# ---------------------------------------------------------------- counterfactual images
-
-def design(values: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
-    """The counterfactual blocks: one (attribute, value) per block, each block all chosen scenes."""
-    return tuple((a, v) for a in ATTRIBUTES if a in values for v in values[a])
-
-
-def counterfactual_scenes(scenes: world.Scenes, values: Mapping[str, Sequence[str]]) -> world.Scenes:
-    """Every scene once per (attribute, value) of the design, block after block."""
-    parts = [world.intervene(scenes, a, v) for a, v in design(values)]
-    fields = [f.name for f in dataclasses.fields(scenes)]
-    return world.Scenes(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
-
-
-def counterfactual_set(scenes: world.Scenes, values: Mapping[str, Sequence[str]], image_size: int,
-                       name: str) -> ImageSet:
-    """The counterfactual images as an ImageSet (so activations are cached by content), with each
-    image's block (attribute, value) as metadata."""
-    blocks = design(values)
-    n = len(scenes)
-    images = world.render(counterfactual_scenes(scenes, values), image_size)[0]
-    attr_names = tuple(a for a in ATTRIBUTES if a in values)
-    value_names = tuple(v for _, v in blocks)
-    return ImageSet(
-        name=name, images=images, labels=np.zeros(len(images), np.int64), class_names=("counterfactual",),
-        metadata={"attribute": np.repeat([attr_names.index(a) for a, _ in blocks], n).astype(np.int64),
-                  "value": np.repeat(np.arange(len(blocks)), n).astype(np.int64),
-                  "scene": np.tile(np.arange(n), len(blocks)).astype(np.int64)},
-        metadata_values={"attribute": attr_names, "value": value_names,
-                         "scene": tuple(str(i) for i in range(n))},
-        ids=tuple(f"{name}-{a}={v}-{i:05d}" for a, v in blocks for i in range(n)))
-
-
-# ---------------------------------------------------------------- causal profiles
-
-@dataclass(frozen=True, eq=False)
-class UnitProfiles:
-    """Causal profiles of a layer's units (D of them), effects in units of each unit's probe std."""
-
-    values: Mapping[str, tuple[str, ...]]
-    value_effects: Mapping[str, np.ndarray]  # attribute -> (K, D)
-    attribute_effects: Mapping[str, np.ndarray]  # attribute -> (D,)
-    scale: np.ndarray  # (D,) the unit's activation std on the probe set
-    status: np.ndarray  # (D,) "live", "dead", "constant" or "no_cause"
-
-    @property
-    def live(self) -> np.ndarray:
-        return np.flatnonzero(self.status == "live")
-
-    def counts(self) -> dict[str, int]:
-        return {s: int((self.status == s).sum()) for s in ("live", "dead", "constant", "no_cause")}
-
-    def effects(self, unit: int, attributes: Sequence[str] = NAMEABLE) -> dict[str, float]:
-        """value -> its normalised effect on the unit (value names are unique across attributes)."""
-        return {v: float(self.value_effects[a][k, unit]) for a in attributes if a in self.values
-                for k, v in enumerate(self.values[a])}
-
-    def top_cause(self, unit: int) -> tuple[str, str, float]:
-        """(attribute, value, effect) of the nameable value with the largest effect (ties: first in order)."""
-        best = ("", "", -np.inf)
-        for a in NAMEABLE:
-            if a in self.values:
-                k = int(np.argmax(self.value_effects[a][:, unit]))
-                if self.value_effects[a][k, unit] > best[2]:
-                    best = (a, self.values[a][k], float(self.value_effects[a][k, unit]))
-        return best
-
-    def shares(self, unit: int) -> dict[str, float]:
-        """attribute -> its share of the unit's summed attribute effects (position included)."""
-        total = sum(float(e[unit]) for e in self.attribute_effects.values())
-        return {a: float(e[unit]) / total if total > 0 else 0.0 for a, e in self.attribute_effects.items()}
-
-
-def profile_units(probe_acts: np.ndarray, cf_acts: np.ndarray, values: Mapping[str, Sequence[str]],
-                  n_scenes: int, eps: float = 1e-6) -> UnitProfiles:
-    """Causal profiles from the activations on the probe (N, D) and on the counterfactual set
-    (blocks x n_scenes, D) laid out as `design(values)`."""
-    probe_acts, cf_acts = np.asarray(probe_acts, np.float64), np.asarray(cf_acts, np.float64)
-    blocks = design(values)
-    if cf_acts.shape[0] != len(blocks) * n_scenes:
-        raise DataError(f"unit-causes: {cf_acts.shape[0]} counterfactual activations, expected "
-                        f"{len(blocks)} blocks x {n_scenes} scenes")
-    scale = probe_acts.std(axis=0)
-    safe = np.where(scale > 0, scale, 1.0)
-    value_effects, attribute_effects, at = {}, {}, 0
-    for a in ATTRIBUTES:
-        if a not in values:
-            continue
-        k = len(values[a])
-        y = cf_acts[at * n_scenes:(at + k) * n_scenes].reshape(k, n_scenes, -1)  # (K, scenes, D)
-        at += k
-        mean = y.mean(axis=0, keepdims=True)
-        if k > 1:  # y(v) minus the mean of the other values = K/(K-1) (y(v) - mean over all values)
-            value_effects[a] = (k / (k - 1)) * (y - mean).mean(axis=1) / safe
-        else:
-            value_effects[a] = np.zeros((1, y.shape[2]))
-        attribute_effects[a] = np.abs(y - mean).mean(axis=(0, 1)) / safe
-    status = np.full(probe_acts.shape[1], "live", dtype=object)
-    top = np.max(np.stack([value_effects[a].max(axis=0) for a in NAMEABLE if a in values]), axis=0)
-    status[top <= eps] = "no_cause"
-    status[scale <= eps * np.maximum(1.0, np.abs(probe_acts.mean(axis=0)))] = "constant"
-    status[probe_acts.max(axis=0) <= 0] = "dead"
-    return UnitProfiles({a: tuple(values[a]) for a in ATTRIBUTES if a in values}, value_effects,
-                        attribute_effects, scale, status.astype(str))
-
-
-def measure_subject(subject: Subject, probe_images: np.ndarray, scenes: world.Scenes,
-                    values: Mapping[str, Sequence[str]], image_size: int, layer: str = "penultimate") -> UnitProfiles:
-    """Profiles without any cache: render the counterfactuals of `scenes` and read `layer` on them
-    (for hand-built subjects; the task goes through the content-addressed caches)."""
-    cf = counterfactual_set(scenes, values, image_size, "counterfactuals")
-    probe_acts = subject.model.activations(probe_images, (layer,))[layer]
-    cf_acts = subject.model.activations(cf.images, (layer,))[layer]
-    return profile_units(probe_acts, cf_acts, values, len(scenes))
-
-
 # ---------------------------------------------------------------- scoring helpers
-
-
 
 def cluster_counts(clusters: Sequence[int], n_resamples: int, seed: int) -> np.ndarray:
     """(n_resamples, n) multiplicities of a two-stage bootstrap: draw clusters (subjects) with
@@ -323,20 +197,9 @@ class UnitCauses(Task):
     def _counterfactuals(self, env: Any, layout: _Layout, probe: ImageSet,
                          scenes: world.Scenes) -> tuple[np.ndarray, ImageSet]:
         """The chosen probe scenes (seeded) and their counterfactual image set (cached by its key)."""
-        n = min(self.n_scenes, len(scenes))
-        rng = np.random.default_rng(derive_seed(env.seed, "unit-causes", "scenes", layout.name))
-        chosen = np.sort(rng.choice(len(scenes), n, replace=False))
-        subset = scenes.subset(chosen)
-        size = int(probe.images.shape[1])
-        if not np.array_equal(world.render(subset, size)[0], probe.images[chosen]):
-            raise DataError(f"unit-causes: the {layout.name} probe scenes do not re-render to the probe images; "
-                            "the zoo's probe seed or the world changed")
-        values = LAYOUT_VALUES[layout.name]
-        key = {"kind": "unit-causes-counterfactuals", "design": DESIGN_VERSION, "layout": layout.name,
-               "probe": probe.content_hash, "scenes": chosen.tolist(), "values": {a: list(v) for a, v in values.items()},
-               "size": size, "world": world.VERSION}
-        cf = cached_imageset(env.cache_dir, key, lambda: counterfactual_set(subset, values, size,
-                                                                              f"{layout.name}-counterfactuals"))
+        chosen = choose_scenes(len(scenes), self.n_scenes, derive_seed(env.seed, "unit-causes", "scenes", layout.name))
+        cf = cached_counterfactuals(env.cache_dir, "unit-causes-counterfactuals", layout.name, probe, scenes, chosen,
+                                    LAYOUT_VALUES[layout.name], f"{layout.name}-counterfactuals", self.name)
         return chosen, cf
 
     def _targets(self, env: Any, subject: Subject, profiles: UnitProfiles) -> tuple[Target, ...]:

@@ -1,0 +1,108 @@
+"""The prefetch process (fexbench.harness.prefetch): it builds the later tasks' preparations into the
+cache while the run works on the first task, and the run's results are exactly those of the
+sequential run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fexbench.core import registry
+from fexbench.core.contract import Environment
+from fexbench.harness.executors import LocalExecutor, make_executor
+from fexbench.harness.graph import build_graph
+from fexbench.harness import prefetch
+from fexbench.harness.prefetch import Prefetcher, work_ahead
+from fexbench.harness.runner import run
+
+WATERBIRDS = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)
+IMAGENET9 = dict(p_natives=(0.0, 1.0), n_train=900, n_probe=270, n_test=450, epochs=4, width=8, n_bootstrap=200)
+TASKS = ["waterbirds-spurious", "imagenet9-background"]
+CONFIGS = {"waterbirds-spurious": WATERBIRDS, "imagenet9-background": IMAGENET9}
+EXPLAINERS = ["oracle", "random", "class-name"]
+
+
+def fingerprint(results):
+    out = {}
+    for r in results:
+        d = r.to_dict()
+        out[(r.task, r.explainer)] = {k: d[k] for k in ("status", "job_key", "hashes", "metrics", "per_subject",
+                                                        "replicates", "unit_values", "explanations")}
+    return out
+
+
+def cache_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+
+
+def test_work_ahead_skips_the_first_task_and_puts_resources_last():
+    env = Environment(replicates=2)
+    graph = build_graph(TASKS, ["oracle", "clip-dissect"], env, CONFIGS)
+    items = work_ahead(graph)
+    assert [(i[0], i[1], i[-1]) for i in items[:2]] == [("prepare", "imagenet9-background", 0),
+                                                        ("prepare", "imagenet9-background", 1)]
+    assert items[2:] == [("resource", "clip")]
+    assert items[0][2] == IMAGENET9  # the task's options travel with it
+
+
+def test_prefetch_gives_the_sequential_results(tmp_path, monkeypatch):
+    """Same metrics, job keys, hashes and explanations with and without the helper, on two tasks of
+    two replicates; and the helper did build the second task's replicates."""
+    monkeypatch.setattr(prefetch, "COLD_PREPARE_S", 0.0)  # the tiny first task prepares fast even cold
+    expected = run(TASKS, EXPLAINERS, Environment(cache_dir=tmp_path / "c1", out_dir=tmp_path / "o1", progress=False,
+                                                  replicates=2, threads=2), CONFIGS, log=lambda line: None)
+    env = Environment(cache_dir=tmp_path / "c2", out_dir=tmp_path / "o2", progress=False, replicates=2, threads=2)
+    executor = make_executor("local", prefetch=True)
+    got = run(TASKS, EXPLAINERS, env, CONFIGS, log=lambda line: None, executor=executor)
+    assert fingerprint(got) == fingerprint(expected)
+    assert all(r.status == "ok" for r in got)
+    helper = executor._helper
+    assert helper and {helper.items[i][:2] for i in helper.seconds} >= {("prepare", "imagenet9-background")}
+    assert all(ok for _, ok in helper.seconds.values()) and not helper.process.is_alive()
+
+
+def test_no_helper_on_a_warm_run(tmp_path):
+    """A first preparation that only read the cache means a warm run: no second process."""
+    env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False, threads=2)
+    run(["waterbirds-spurious"], ["random"], env, {"waterbirds-spurious": WATERBIRDS}, log=lambda line: None)
+    executor = make_executor("local", prefetch=True)
+    run(["waterbirds-spurious"], ["random"], env, {"waterbirds-spurious": WATERBIRDS}, log=lambda line: None,
+        executor=executor)
+    assert executor._helper is False
+
+
+def test_the_helper_builds_everything_the_later_task_reads(tmp_path):
+    """After the helper alone has run, preparing the second task reads the cache and writes nothing:
+    the helper built all of it (data, zoo, activations, ground truth) with the run's settings."""
+    env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False, replicates=2, threads=2)
+    graph = build_graph(TASKS, EXPLAINERS, env, CONFIGS)
+    helper = Prefetcher.start(graph, env)
+    assert helper is not None
+    helper.process.join(timeout=300)
+    seconds = helper.stop()
+    assert set(seconds) == {"imagenet9-background"} and all(ok for _, ok in helper.seconds.values())
+    before = cache_files(tmp_path / "cache")
+    assert before, "the helper wrote nothing"
+    task = registry.tasks.get("imagenet9-background")(**IMAGENET9)
+    for r in range(2):
+        task.prepare(env.replicate(r))
+    assert cache_files(tmp_path / "cache") == before
+
+
+def test_a_failing_prefetch_is_ignored(tmp_path):
+    """An item the helper cannot build (an unknown task) is reported as not ok and raises nothing; the
+    run itself names the problem on its own path."""
+    env = Environment(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False, threads=2)
+    graph = build_graph(["waterbirds-spurious", "no-such-task"], ["random"], env, {"waterbirds-spurious": WATERBIRDS})
+    helper = Prefetcher.start(graph, env)
+    assert helper is not None
+    helper.process.join(timeout=120)
+    assert helper.stop() == {"no-such-task": pytest.approx(helper.seconds[0][0])}
+    assert helper.seconds[0][1] is False
+
+
+def test_prefetch_needs_a_second_cpu(tmp_path):
+    env = Environment(cache_dir=tmp_path, threads=1)
+    graph = build_graph(TASKS, EXPLAINERS, env, CONFIGS)
+    assert Prefetcher.start(graph, env) is None
+    assert LocalExecutor().prefetch is False  # the API's default run stays one process

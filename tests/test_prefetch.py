@@ -12,7 +12,7 @@ from fexbench.core.contract import Environment
 from fexbench.harness.executors import LocalExecutor, make_executor
 from fexbench.harness.graph import build_graph
 from fexbench.harness import prefetch
-from fexbench.harness.prefetch import Prefetcher, work_ahead
+from fexbench.harness.prefetch import Claims, Prefetcher, jobs_from_the_end, work_ahead
 from fexbench.harness.runner import run
 
 WATERBIRDS = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)
@@ -35,14 +35,23 @@ def cache_files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
 
 
-def test_work_ahead_skips_the_first_task_and_puts_resources_last():
+def test_work_ahead_follows_the_graph_and_skips_the_first_tasks_preparations():
     env = Environment(replicates=2)
     graph = build_graph(TASKS, ["oracle", "clip-dissect"], env, CONFIGS)
     items = work_ahead(graph)
-    assert [(i[0], i[1], i[-1]) for i in items[:2]] == [("prepare", "imagenet9-background", 0),
+    assert items[0] == ("resource", "clip")  # read by the first task's jobs: needed first
+    assert [(i[0], i[1], i[-1]) for i in items[1:]] == [("prepare", "imagenet9-background", 0),
                                                         ("prepare", "imagenet9-background", 1)]
-    assert items[2:] == [("resource", "clip")]
-    assert items[0][2] == IMAGENET9  # the task's options travel with it
+    assert items[1][2] == IMAGENET9  # the task's options travel with it
+    jobs = jobs_from_the_end(graph, resume=True)
+    assert [j[1] for j in jobs] == [n.id for n in reversed(graph.of_kind("job"))]
+
+
+def test_claims_give_each_job_to_one_process(tmp_path):
+    claims = Claims(str(tmp_path))
+    assert claims.claim("job:a/x", "run") and claims.claim("job:a/x", "run")
+    assert not claims.claim("job:a/x", "helper")
+    assert claims.claim("job:b/y", "helper") and not claims.claim("job:b/y", "run")
 
 
 def test_prefetch_gives_the_sequential_results(tmp_path, monkeypatch):
@@ -59,6 +68,10 @@ def test_prefetch_gives_the_sequential_results(tmp_path, monkeypatch):
     helper = executor._helper
     assert helper and {helper.items[i][:2] for i in helper.seconds} >= {("prepare", "imagenet9-background")}
     assert all(ok for _, ok in helper.seconds.values()) and not helper.process.is_alive()
+    # it also took jobs from the end (the last task's last explainer at least), and they are the
+    # ones reported: not resumed, computed once
+    assert "job:imagenet9-background/random" in helper.jobs and set(helper.jobs.values()) == {"ok"}
+    assert not any(r.resumed for r in got)
 
 
 def test_no_helper_on_a_warm_run(tmp_path):
@@ -81,6 +94,7 @@ def test_the_helper_builds_everything_the_later_task_reads(tmp_path):
     helper.process.join(timeout=300)
     seconds = helper.stop()
     assert set(seconds) == {"imagenet9-background"} and all(ok for _, ok in helper.seconds.values())
+    assert helper.jobs and set(helper.jobs.values()) == {"ok"}  # unopposed, it took every job
     before = cache_files(tmp_path / "cache")
     assert before, "the helper wrote nothing"
     task = registry.tasks.get("imagenet9-background")(**IMAGENET9)
@@ -98,6 +112,7 @@ def test_a_failing_prefetch_is_ignored(tmp_path):
     assert helper is not None
     helper.process.join(timeout=120)
     assert helper.stop() == {"no-such-task": pytest.approx(helper.seconds[0][0])}
+    assert not helper.jobs  # it cannot set up a job of an unknown task, so it leaves them all to the run
     assert helper.seconds[0][1] is False
 
 
@@ -106,3 +121,33 @@ def test_prefetch_needs_a_second_cpu(tmp_path):
     graph = build_graph(TASKS, EXPLAINERS, env, CONFIGS)
     assert Prefetcher.start(graph, env) is None
     assert LocalExecutor().prefetch is False  # the API's default run stays one process
+
+
+@pytest.mark.parametrize("model", ["subject-cnn", "clip"])
+def test_outputs_do_not_depend_on_the_thread_count(model, small_clip):
+    """Why splitting the threads between the run and its helper cannot move a number: the forward
+    passes the run computes at the run's thread count give bit-identical outputs at 1 and 2."""
+    import numpy as np
+    import torch
+
+    from fexbench.models.subjects import SmallCNN
+
+    rng = np.random.default_rng(0)
+    if model == "subject-cnn":
+        torch.manual_seed(0)
+        net = SmallCNN(n_classes=9).eval()
+        x = torch.from_numpy(rng.standard_normal((128, 3, 48, 48)).astype(np.float32))
+        forward = lambda: net(x).detach().numpy()  # noqa: E731
+    else:
+        images = (rng.random((64, 48, 48, 3)) * 255).astype(np.uint8)
+        forward = lambda: small_clip.encode_images(images)  # noqa: E731
+    before = torch.get_num_threads()
+    try:
+        outputs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outputs.append(np.asarray(forward()))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(outputs[0], outputs[1])

@@ -16,6 +16,7 @@ from fexbench.core.registry import RegistryError
 from fexbench.harness import power, reproduce
 from fexbench.harness import plan as run_plan
 from fexbench.harness.executors import make_executor
+from fexbench.harness.prefetch import threads_per_process
 from fexbench.core import schema as results_schema
 from fexbench.harness import publish
 from tabulate import tabulate
@@ -57,9 +58,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # torch's default (a thread per host core) collapses on a shared machine: the run's count is
     # the usable CPUs unless --threads, [run] threads or OMP_NUM_THREADS says (fexbench.core.threads)
     choice = threads.choose(env.threads or None, "--threads" if args.threads else "[run] threads")
-    threads.apply(choice)
     env = dataclasses.replace(env, threads=choice.threads)
-    log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source})")
+    own = threads_per_process(env, getattr(executor, "prefetch", False))
+    threads.apply(threads.ThreadChoice(own, choice.source))
+    split = f", {own} in this process and {own} in its prefetch helper" if own != choice.threads else ""
+    log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source}){split}")
     if not env.progress:
         from transformers.utils import logging as hf_logging
 

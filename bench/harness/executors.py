@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from fexbench.core import profile, registry
 from fexbench.core.contract import Environment
 from fexbench.core.errors import UsageError
-from fexbench.core.results import JobResult, write_result
+from fexbench.core.results import JobResult, result_path, write_result
 from fexbench.harness.graph import JobGraph, Node
 from fexbench.harness.runner import prepare_failures, resource_identity, run_job
 
@@ -67,8 +67,9 @@ def unknown_explainer(task: str, explainer: str, exc: Exception, env: Environmen
 
 class LocalExecutor:
     """The graph in order, in this process: the sequential run. With `prefetch`, a helper process
-    builds the later tasks' preparations and the shared resources into the cache meanwhile
-    (fexbench.harness.prefetch): the same results, sooner on a machine with a second core."""
+    builds the shared resources and the later tasks' preparations into the cache meanwhile, then
+    takes jobs from the end until it meets the run (fexbench.harness.prefetch): the same results,
+    sooner on a machine with a second core."""
 
     name = "local"
 
@@ -77,7 +78,7 @@ class LocalExecutor:
 
     def execute(self, graph: JobGraph, env: Environment, resume: bool = True,
                 log: Log = print) -> tuple[list[JobResult], dict[str, Any]]:
-        self._helper = None
+        self._helper, self._resume = None, resume
         try:
             results, timing = self._walk(graph, env, resume, log)
         finally:
@@ -93,7 +94,7 @@ class LocalExecutor:
         from fexbench.harness.prefetch import COLD_PREPARE_S, Prefetcher
 
         if self.prefetch and self._helper is None and seconds >= COLD_PREPARE_S:
-            self._helper = Prefetcher.start(graph, env) or False  # False: tried, not started; never again
+            self._helper = Prefetcher.start(graph, env, self._resume) or False  # False: tried, not started
         elif self._helper is None:
             self._helper = False
 
@@ -136,10 +137,14 @@ class LocalExecutor:
                 except registry.RegistryError as exc:
                     result = unknown_explainer(node.task, node.explainer, exc, env)
                 else:
-                    options = dict(node.options)
-                    with profile.stage(f"{node.explainer} on {node.task}"):
-                        result = run_job(node.task, state["task"], state["prepared"], node.explainer,
-                                         lambda: cls(**options), env, resume)
+                    result = None
+                    if self._helper and not self._helper.claim(node.id):  # the helper took it from the end
+                        result = self._helper.computed(node.id, result_path(env.out_dir, node.task, node.explainer))
+                    if result is None:
+                        options = dict(node.options)
+                        with profile.stage(f"{node.explainer} on {node.task}"):
+                            result = run_job(node.task, state["task"], state["prepared"], node.explainer,
+                                             lambda: cls(**options), env, resume)
                 log(status_line(node.task, node.explainer, result))
                 note_job(timing, node.task, node.explainer, result)
                 results.append(result)

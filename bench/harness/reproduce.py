@@ -9,6 +9,8 @@ within the tolerance and every rank group holds, 1 otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import math
 import tempfile
@@ -58,11 +60,18 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
         lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
     else:
         lines.append("environment: identical to the folder's lock file")
+    from fexbench.core import threads
+    from fexbench.harness.prefetch import threads_per_process
+
+    env = config.environment()
+    choice = threads.choose(env.threads or None, "[run] threads")
+    env = dataclasses.replace(env, threads=choice.threads)
+    threads.apply(threads.ThreadChoice(threads_per_process(env, config.run.prefetch), choice.source))
     if not config.run.progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # shard save/load bars of the captioner, as in `fexbench run --quiet`
-    fresh = run(config.task_names(), config.explainer_names(), config.environment(),
+    fresh = run(config.task_names(), config.explainer_names(), env,
                 task_configs=config.task_configs(), explainer_configs=config.explainer_configs(), resume=False,
                 log=log, executor=LocalExecutor(prefetch=config.run.prefetch))
     old = {(r.task, r.explainer): r for r in published}

@@ -4,7 +4,8 @@
 accumulates under "prepare waterbirds-spurious/subjects"; a stage entered many times (one subject
 after another) adds up, with its count of calls. The timer is always on (two perf_counter calls
 per stage: nothing next to training a model); `fexbench run --profile` prints the table. Stages
-run in another process (a process or Ray executor) are not seen by this one.
+run in another process are not seen by this one, except the prefetch helper's, which it sends
+back at its end (`merge`, shown as "helper / ...").
 
 The code that owns a step names it: the runner (prepare, each explainer's fit and explain,
 scoring), shared helpers (data, subject training, activation extraction) and the lazy resources
@@ -58,6 +59,19 @@ def totals() -> dict[str, tuple[float, int]]:
     """path -> (seconds, calls), parents before their children."""
     with _lock:
         return {path: (seconds, int(calls)) for path, (seconds, calls) in _totals.items()}
+
+
+def merge(prefix: str, other: dict[str, tuple[float, int]]) -> None:
+    """Add another process's stages (its `totals()`) under `prefix`: the prefetch helper's work
+    shows in the run's table as "helper / ..." (its seconds overlap the run's wall time)."""
+    with _lock:
+        _totals.setdefault(prefix, [0.0, 1])
+        for path, (seconds, calls) in other.items():
+            entry = _totals.setdefault(f"{prefix}/{path}", [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls
+            if "/" not in path:
+                _totals[prefix][0] += seconds
 
 
 def table(wall_s: float | None = None) -> str:

@@ -139,7 +139,11 @@ class LocalExecutor:
                 else:
                     result = None
                     if self._helper and not self._helper.claim(node.id):  # the helper took it from the end
-                        result = self._helper.computed(node.id, result_path(env.out_dir, node.task, node.explainer))
+                        try:
+                            result = self._helper.computed(node.id, result_path(env.out_dir, node.task,
+                                                                                node.explainer))
+                        except Exception:  # noqa: BLE001 - whatever went wrong there, compute it here
+                            result = None
                     if result is None:
                         options = dict(node.options)
                         with profile.stage(f"{node.explainer} on {node.task}"):

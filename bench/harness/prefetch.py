@@ -130,7 +130,7 @@ def _helper(items: list[Item], jobs: list[Item], coordination: str, env_fields: 
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # two processes share the cores: no spinning
     try:
-        from fexbench.core import registry
+        from fexbench.core import profile, registry
         from fexbench.core import threads as thread_policy
         from fexbench.core.contract import Environment
 
@@ -143,9 +143,10 @@ def _helper(items: list[Item], jobs: list[Item], coordination: str, env_fields: 
             try:
                 if item[0] == "prepare":
                     _, task, options, replicate = item
-                    registry.tasks.get(task)(**options).prepare(env.replicate(replicate))
+                    with profile.stage(f"prepare {task}"):
+                        registry.tasks.get(task)(**options).prepare(env.replicate(replicate))
                 else:
-                    env.resources[item[1]]
+                    env.resources[item[1]]  # the resource's build is its own stage
             except Exception:  # noqa: BLE001 - the run meets it on its own path and reports it there
                 ok = False
             done.put((index, time.perf_counter() - start, ok))
@@ -153,6 +154,12 @@ def _helper(items: list[Item], jobs: list[Item], coordination: str, env_fields: 
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the run reports it
         return
     finally:
+        try:
+            from fexbench.core import profile
+
+            done.put(("profile", profile.totals()))
+        except Exception:  # noqa: BLE001 - a missing table is no reason to lose the run
+            pass
         done.put(None)
 
 
@@ -160,7 +167,7 @@ def _take_jobs(jobs: list[Item], claims: Claims, env: Any, parent: int, done: An
     """Compute jobs from the end until the run has claimed the next one. A job the helper cannot
     set up (an explainer or task registered only in the run's process, say) is left to the run,
     and so is every job before it."""
-    from fexbench.core import registry
+    from fexbench.core import profile, registry
     from fexbench.harness.runner import run_job
 
     prepared: dict[str, tuple[Any, list[Any]]] = {}
@@ -179,7 +186,8 @@ def _take_jobs(jobs: list[Item], claims: Claims, env: Any, parent: int, done: An
                 task = task_cls(**task_options)
                 prepared[task_name] = (task, [task.prepare(env.replicate(r)) for r in range(max(1, env.replicates))])
             task, replicates = prepared[task_name]
-            result = run_job(task_name, task, replicates, explainer, lambda: cls(**options), env, resume)
+            with profile.stage(f"{explainer} on {task_name}"):
+                result = run_job(task_name, task, replicates, explainer, lambda: cls(**options), env, resume)
             done.put(("job", job_id, result.status))
         except Exception:  # noqa: BLE001 - the run computes this job itself and reports any failure
             done.put(("job", job_id, "failed"))
@@ -224,6 +232,10 @@ class Prefetcher:
                 continue
             if message[0] == "job":
                 self.jobs[message[1]] = message[2]
+            elif message[0] == "profile":
+                from fexbench.core import profile
+
+                profile.merge("helper", message[1])
             else:
                 index, seconds, ok = message
                 self.seconds[index] = (seconds, ok)

@@ -113,6 +113,19 @@ def test_list_and_help_do_not_import_torch(tmp_path):
         assert "HEAVY []" in done.stdout, (argv, done.stdout[-500:], done.stderr[-2000:])
 
 
+def test_the_shipped_listing_is_the_codes():
+    """`fexbench list` reads the built-ins' listing from a file shipped with the package (no imports,
+    even on a fresh install); it must say what the code says. If this fails, regenerate it with
+    `python -m fexbench.harness.listing --write`."""
+    from fexbench.harness import listing
+
+    saved = json.loads(listing.SHIPPED.read_text(encoding="utf-8"))
+    assert saved["entries"] == listing.entry_targets()
+    assert saved["listing"] == json.loads(json.dumps(listing.build())), \
+        "stale builtin_listing.json: run python -m fexbench.harness.listing --write"
+    assert listing.shipped() == saved["listing"]
+
+
 def test_list_shows_a_broken_plugin_without_failing(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FEXBENCH_LIST_CACHE", str(tmp_path / "list.json"))
     real = registry.explainers._entry_points

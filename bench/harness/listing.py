@@ -12,6 +12,12 @@ installed at any time, and the next `fexbench list` must try again.
 
 The cache file is $FEXBENCH_LIST_CACHE when set, else ~/.cache/fexbench (or $XDG_CACHE_HOME)
 /list-<interpreter hash>.json.
+
+The very first `fexbench list` of a fresh install would still pay that import (about 6 s here), so
+the listing of the built-in entries ships with the package (`builtin_listing.json`, written by
+`python -m fexbench.harness.listing --write`). When every entry point is a built-in one with the
+target the shipped file names, the listing is read from it and nothing is imported. A test rebuilds
+the listing from the code and fails when the shipped file differs, so it cannot go stale unnoticed.
 """
 from __future__ import annotations
 
@@ -101,11 +107,57 @@ def build() -> dict[str, Any]:
     return out
 
 
+SHIPPED = Path(__file__).with_name("builtin_listing.json")
+
+
+def entry_targets() -> dict[str, dict[str, str]]:
+    """group -> entry name -> target ("module:attr"), from entry-point metadata (no imports), or
+    None in place of the map when an entry is not a built-in one."""
+    out: dict[str, dict[str, str]] = {}
+    for group, reg in REGISTRIES.items():
+        targets = {}
+        for name, eps in sorted(reg._entry_points().items()):
+            if len(eps) != 1 or registry._distribution(eps[0]) != registry.BUILTIN_DISTRIBUTION:
+                return {}
+            targets[name] = eps[0].value
+        out[group] = targets
+    return out
+
+
+def shipped() -> dict[str, Any] | None:
+    """The shipped listing, when the installed entry points are exactly the built-ins it describes."""
+    targets = entry_targets()
+    if not targets:
+        return None
+    try:
+        saved = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("format") != FORMAT or saved.get("entries") != targets:
+        return None
+    return saved.get("listing")
+
+
+def write_shipped(path: Path = SHIPPED) -> Path:
+    """Rebuild the built-in listing from the code and store it beside this module."""
+    data = build()
+    if data["broken"]:
+        raise RuntimeError(f"cannot ship a listing with broken entries: {data['broken']}")
+    text = json.dumps({"format": FORMAT, "entries": entry_targets(), "listing": data}, indent=1, sort_keys=True)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
 def listing(use_cache: bool = True) -> dict[str, Any]:
-    """The listing, from the cache when its fingerprint matches, else built (and stored if nothing is broken).
-    Entries registered at run time (register_task ...) are not in entry points: they bypass the cache."""
+    """The listing: the shipped one when only built-ins are installed, else from the cache when its
+    fingerprint matches, else built (and stored if nothing is broken). Entries registered at run
+    time (register_task ...) are not in entry points: they bypass both."""
     if any(reg._extra for reg in REGISTRIES.values()):
         use_cache = False
+    if use_cache:
+        builtin = shipped()
+        if builtin is not None:
+            return builtin
     key = fingerprint() if use_cache else ""
     path = cache_file()
     if use_cache:
@@ -128,3 +180,12 @@ def listing(use_cache: bool = True) -> dict[str, Any]:
             if tmp:
                 Path(tmp).unlink(missing_ok=True)
     return data
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the shipped listing of the built-in entries")
+    parser.add_argument("--write", action="store_true", help=f"rebuild {SHIPPED.name} from the code")
+    if parser.parse_args().write:
+        print(write_shipped())

@@ -79,10 +79,12 @@ class LocalExecutor:
     def execute(self, graph: JobGraph, env: Environment, resume: bool = True,
                 log: Log = print) -> tuple[list[JobResult], dict[str, Any]]:
         self._helper, self._resume = None, resume
+        interrupted = True  # until the walk returns: any exit before that ends the helper at once
         try:
             results, timing = self._walk(graph, env, resume, log)
+            interrupted = False
         finally:
-            ahead = self._helper.stop() if self._helper else {}
+            ahead = self._helper.stop(interrupted) if self._helper else {}
         for task, seconds in ahead.items():  # compute seconds, summed over processes (as with Ray)
             if task in timing["tasks"]:
                 timing["tasks"][task]["prepare_s"] += seconds

@@ -240,6 +240,22 @@ class Prefetcher:
                 index, seconds, ok = message
                 self.seconds[index] = (seconds, ok)
 
+    def _kill_tree(self) -> None:
+        """The helper and every process it started (its zoo workers), so that none is orphaned."""
+        import psutil
+
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        for proc in [*children]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        self.process.kill()
+        self.process.join(timeout=10)
+
     def claim(self, job_id: str) -> bool:
         """Claim a job for the run; False when the helper has it (then `computed` gives its result)."""
         return Claims(self.coordination).claim(job_id, "run")
@@ -266,17 +282,19 @@ class Prefetcher:
         except (OSError, ResultsError):
             return None
 
-    def stop(self) -> dict[str, float]:
+    def stop(self, interrupted: bool = False) -> dict[str, float]:
         """End the helper (it has usually finished: its work is a subset of the run's) and return
-        its compute seconds per task. A helper still busy (the run ended early, or was
-        interrupted) is terminated; the cache is safe, every write being atomic and locked."""
-        self.process.join(timeout=0.5)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout=10)
-        self._drain()
+        its compute seconds per task. A helper still busy (the run ended early, or was interrupted)
+        is killed with its own worker processes, and its last messages are not read (one may be
+        torn); the cache is safe, every write being atomic and locked."""
         import shutil
 
+        if not interrupted:
+            self.process.join(timeout=0.5)
+        if self.process.is_alive():
+            self._kill_tree()
+        else:
+            self._drain()
         shutil.rmtree(self.coordination, ignore_errors=True)
         per_task: dict[str, float] = {}
         for index, (seconds, _ok) in self.seconds.items():

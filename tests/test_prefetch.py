@@ -14,6 +14,7 @@ from fexbench.harness.graph import build_graph
 from fexbench.harness import prefetch
 from fexbench.harness.prefetch import Claims, Prefetcher, jobs_from_the_end, work_ahead
 from fexbench.harness.runner import run
+from result_fingerprint import fingerprint
 
 WATERBIRDS = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)
 IMAGENET9 = dict(p_natives=(0.0, 1.0), n_train=900, n_probe=270, n_test=450, epochs=4, width=8, n_bootstrap=200)
@@ -21,14 +22,6 @@ TASKS = ["waterbirds-spurious", "imagenet9-background"]
 CONFIGS = {"waterbirds-spurious": WATERBIRDS, "imagenet9-background": IMAGENET9}
 EXPLAINERS = ["oracle", "random", "class-name"]
 
-
-def fingerprint(results):
-    out = {}
-    for r in results:
-        d = r.to_dict()
-        out[(r.task, r.explainer)] = {k: d[k] for k in ("status", "job_key", "hashes", "metrics", "per_subject",
-                                                        "replicates", "unit_values", "explanations")}
-    return out
 
 
 def cache_files(root: Path) -> set[str]:

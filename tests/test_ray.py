@@ -16,6 +16,7 @@ from fexbench.core.contract import Explainer, Explanation  # noqa: E402
 from fexbench.core.results import read_results_dir  # noqa: E402
 from fexbench.harness.executors import RayExecutor  # noqa: E402
 from fexbench.harness.runner import Environment, run  # noqa: E402
+from result_fingerprint import fingerprint  # noqa: E402
 
 TASK = "waterbirds-spurious"
 TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2)
@@ -38,14 +39,6 @@ class KillsItsWorkerOnce(Explainer):
             os._exit(1)
         return [Explanation.from_weights(t, {t.name or "x": 1.0}) for t in targets]
 
-
-def fingerprint(results):
-    out = {}
-    for r in results:
-        d = r.to_dict()
-        out[(r.task, r.explainer)] = {k: d[k] for k in ("status", "job_key", "hashes", "metrics", "per_subject",
-                                                        "replicates", "unit_values", "explanations")}
-    return out
 
 
 @pytest.fixture(scope="module")

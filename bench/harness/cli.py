@@ -10,13 +10,13 @@ import sys
 import time
 from typing import Sequence
 
-from fexbench.core import profile, registry, threads
+from fexbench.core import profile, registry
 from fexbench.core.errors import UsageError
 from fexbench.core.registry import RegistryError
 from fexbench.harness import power, reproduce
 from fexbench.harness import plan as run_plan
 from fexbench.harness.executors import make_executor
-from fexbench.harness.prefetch import threads_per_process
+from fexbench.harness.prefetch import apply_threads
 from fexbench.core import schema as results_schema
 from fexbench.harness import publish
 from tabulate import tabulate
@@ -57,10 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = config.environment()
     # torch's default (a thread per host core) collapses on a shared machine: the run's count is
     # the usable CPUs unless --threads, [run] threads or OMP_NUM_THREADS says (fexbench.core.threads)
-    choice = threads.choose(env.threads or None, "--threads" if args.threads else "[run] threads")
-    env = dataclasses.replace(env, threads=choice.threads)
-    own = threads_per_process(env, getattr(executor, "prefetch", False))
-    threads.apply(threads.ThreadChoice(own, choice.source))
+    env, choice, own = apply_threads(env, getattr(executor, "prefetch", False),
+                                     "--threads" if args.threads else "[run] threads")
     split = f", {own} in this process and {own} in its prefetch helper" if own != choice.threads else ""
     log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source}){split}")
     if not env.progress:
@@ -114,9 +112,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     task = registry.tasks.get(args.task)(**config.task_configs().get(args.task, {}))
     explainer_cls = registry.explainers.get(args.explainer)
     env = config.environment()
-    choice = threads.choose(env.threads or None, "--threads" if args.threads else "[run] threads")
-    threads.apply(choice)
-    env = dataclasses.replace(env, threads=choice.threads)
+    env, _, _ = apply_threads(env, False, "--threads" if args.threads else "[run] threads")
     prepared = task.prepare(env)
     cases = {c.subject.name: c for c in prepared.cases}
     if args.subject not in cases:

@@ -104,6 +104,21 @@ def threads_per_process(env: Any, prefetch: bool) -> int:
     return max(1, total // 2) if prefetch and can_prefetch(env) else total
 
 
+def apply_threads(env: Any, prefetch: bool, source: str) -> tuple[Any, Any, int]:
+    """The run's thread policy, for `run` and `reproduce` alike: choose the run's count
+    (fexbench.core.threads.choose), record it in the environment, and set this process's share of
+    it. Returns (environment, choice, threads of this process)."""
+    import dataclasses
+
+    from fexbench.core import threads
+
+    choice = threads.choose(env.threads or None, source)
+    env = dataclasses.replace(env, threads=choice.threads)
+    own = threads_per_process(env, prefetch)
+    threads.apply(threads.ThreadChoice(own, choice.source))
+    return env, choice, own
+
+
 def can_prefetch(env: Any) -> bool:
     """Worth a second process: at least two usable CPUs (or threads) and a main module that a
     spawned process can start from (not an interactive session or stdin)."""

@@ -9,7 +9,6 @@ within the tolerance and every rank group holds, 1 otherwise.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import argparse
 import math
@@ -60,13 +59,9 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
         lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
     else:
         lines.append("environment: identical to the folder's lock file")
-    from fexbench.core import threads
-    from fexbench.harness.prefetch import threads_per_process
+    from fexbench.harness.prefetch import apply_threads
 
-    env = config.environment()
-    choice = threads.choose(env.threads or None, "[run] threads")
-    env = dataclasses.replace(env, threads=choice.threads)
-    threads.apply(threads.ThreadChoice(threads_per_process(env, config.run.prefetch), choice.source))
+    env, _, _ = apply_threads(config.environment(), config.run.prefetch, "[run] threads")
     if not config.run.progress:
         from transformers.utils import logging as hf_logging
 

@@ -36,7 +36,7 @@ optimize, stats = lazy_module("scipy.optimize"), lazy_module("scipy.stats")  # l
 
 __all__ = ["Replicated", "Interval", "Comparison", "Ranking", "Components", "Design", "interval",
            "hierarchical_bootstrap", "compare", "unpaired", "probability_of_improvement", "holm",
-           "rank_groups", "variance_components", "pilot_components", "minimum_detectable_difference",
+           "rank_groups", "ranks_from_tests", "variance_components", "pilot_components", "minimum_detectable_difference",
            "simulate_mdd", "design_table", "cheapest_design"]
 
 
@@ -383,15 +383,26 @@ def rank_groups(values: Mapping[str, Replicated | float], comparisons: Mapping[t
             else:
                 raise ValueError(f"no comparison for {x} and {y}, and their values are not Replicated")
     keys = list(comps)
-    adjusted = holm([comps[k].p_value for k in keys])
+    ranks, significant, adjusted = ranks_from_tests(names, keys, [comps[k].difference for k in keys],
+                                                    [comps[k].p_value for k in keys], higher_is_better, alpha)
+    return Ranking(ranks, significant, dict(zip(keys, map(float, adjusted))), comps)
+
+
+def ranks_from_tests(names: Sequence[str], pairs: Sequence[tuple[str, str]], differences: Sequence[float],
+                     p_values: Sequence[float], higher_is_better: bool = True,
+                     alpha: float = 0.05) -> tuple[dict[str, int], frozenset, np.ndarray]:
+    """The rank rule of `rank_groups` from the pairs' differences (a - b) and unadjusted p-values:
+    Holm over all pairs, a pair significant when its adjusted p <= alpha and the difference is
+    non-zero, rank = 1 + the number of methods significantly better. Kept apart so that the
+    rank-stability simulation (fexbench.core.stability) ranks with exactly this rule."""
+    adjusted = holm(p_values)
     significant = set()
-    for (x, y), p in zip(keys, adjusted):
-        d = comps[(x, y)].difference
+    for (x, y), p, d in zip(pairs, adjusted, differences):
         if np.isfinite(p) and p <= alpha and np.isfinite(d) and d != 0:
             better_is_x = (d > 0) == higher_is_better
             significant.add((x, y) if better_is_x else (y, x))
     ranks = {n: 1 + sum(1 for better, worse in significant if worse == n) for n in names}
-    return Ranking(ranks, frozenset(significant), dict(zip(keys, map(float, adjusted))), comps)
+    return ranks, frozenset(significant), adjusted
 
 
 # --- power -------------------------------------------------------------------------------------

@@ -87,3 +87,70 @@ def test_results_of_other_ground_truth_are_not_compared(runs):
     root, one, three = runs
     with pytest.raises(NotComparable, match="different ground truth"):
         compare_results(one["oracle"], three["oracle"], "auroc_biased")
+
+
+def _clustered_scored(rng, clusters, seeds=2):
+    """scored[r][s] of a task whose units belong to subjects: clusters[r] holds replicate r's ids."""
+    from fexbench.core.contract import Scored
+    from fexbench.core.metrics import Estimate, Metric, nanmean, spearman
+
+    hit = Metric("hit", "d", True, (0.0, 1.0), "accuracy")
+    rho = Metric("rho", "d", True, (-1.0, 1.0), "faithfulness")
+    scored = []
+    for r, ids in enumerate(clusters):
+        subject = rng.normal(0, 1, ids.max() + 1)[ids]
+        runs = []
+        for _ in range(seeds):
+            hits = (subject + rng.normal(0, 0.5, ids.size) > 0).astype(float)
+            x, y = subject + rng.normal(size=ids.size), rng.normal(size=ids.size)
+            boot = dict(n_resamples=200, seed=r, clusters=tuple(ids))
+            runs.append(Scored.of((Estimate(hit, nanmean, (hits,), **boot), Estimate(rho, spearman, (x, y), **boot)),
+                                  {}))
+        scored.append(runs)
+    return scored
+
+
+@pytest.mark.parametrize("replicates", [1, 3])
+def test_cluster_ids_survive_the_result_file_with_identical_numbers(tmp_path, replicates):
+    from fexbench.core.results import JobResult, write_result
+    from fexbench.core.schema import validate_file
+    from fexbench.harness.pooling import pool, replicated_from_result
+
+    rng = np.random.default_rng(replicates)
+    clusters = [rng.permutation(np.repeat(np.arange(5), rng.integers(2, 7, 5))) for _ in range(replicates)]
+    scored = {"a": _clustered_scored(rng, clusters), "b": _clustered_scored(rng, clusters)}  # the same units
+    stored = {}
+    for name in scored:
+        pooled = pool(scored[name], n_resamples=300, seed=0)
+        result = JobResult(task="t", explainer=name, oracle=False, status="ok", job_key="k", seed=0,
+                           metrics=pooled.metrics, unit_values=pooled.unit_values)
+        path = write_result(tmp_path, result)
+        assert validate_file(path) == []
+        stored[name] = read_result(path)
+        assert stored[name].unit_values["hit"]["clusters"] == [c.tolist() for c in clusters]
+    for metric, name in enumerate(("hit", "rho")):
+        original = {k: stats.Replicated.of([[s.estimates[metric] for s in r] for r in scored[k]]) for k in scored}
+        rebuilt = {k: replicated_from_result(stored[k].unit_values, name) for k in scored}
+        assert rebuilt["a"].cluster_key == original["a"].cluster_key == tuple(tuple(c.tolist()) for c in clusters)
+        assert np.array_equal(stats.hierarchical_bootstrap(rebuilt["a"], 300, 4),
+                              stats.hierarchical_bootstrap(original["a"], 300, 4), equal_nan=True)
+        assert stats.compare(rebuilt["a"], rebuilt["b"], 300, 4) == stats.compare(original["a"], original["b"], 300, 4)
+        assert stats.pilot_components(rebuilt["a"], rebuilt["b"], 300, 4) == \
+            stats.pilot_components(original["a"], original["b"], 300, 4)
+        if replicates == 1:  # the pooled interval is the clustered unit bootstrap, recomputed from the file
+            iv = stats.interval(rebuilt["a"], n_resamples=200, seed=0)
+            m = stored["a"].metric(name)
+            assert iv.method == "unit-bootstrap" and (m.ci_low, m.ci_high) == (iv.low, iv.high)
+
+
+def test_unit_values_without_cluster_ids_keep_their_layout():
+    from fexbench.core.contract import Scored
+    from fexbench.core.metrics import Estimate, Metric, nanmean
+    from fexbench.harness.pooling import pool, replicated_from_result
+
+    m = Metric("hit", "d", True, (0.0, 1.0), "accuracy")
+    scored = [[Scored.of((Estimate(m, nanmean, (np.arange(4.0) / 4,)),), {})] for _ in range(2)]
+    unit_values = pool(scored, n_resamples=50).unit_values
+    assert unit_values == {"hit": {"statistic": "fexbench.core.metrics:nanmean",
+                                   "replicates": [[[[0.0, 0.25, 0.5, 0.75]]]] * 2}}
+    assert replicated_from_result(unit_values, "hit").cluster_key == (None, None)

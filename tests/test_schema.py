@@ -71,6 +71,45 @@ def test_bad_values_are_named_by_file_and_field(tmp_path, mutate, field):
     assert any(field in p and str(path) in p for p in schema.validate_file(path))
 
 
+
+# one metric's unit values: one replicate, one explainer seed, 4 units in 2 clusters (subjects)
+CLUSTERED = {"m": {"statistic": "fexbench.core.metrics:nanmean", "replicates": [[[[0.0, 1.0, 1.0, None]]]],
+                   "clusters": [[0, 0, 1, 1]]}}
+
+
+def _clustered(clusters):
+    return lambda d: d.update(unit_values={"m": {**CLUSTERED["m"], "clusters": clusters}})
+
+
+def test_unit_values_with_cluster_ids_pass_validate_and_read_back(tmp_path, capsys):
+    from fexbench.harness.pooling import replicated_from_result
+
+    path = write_result(tmp_path / "run", _result(unit_values=CLUSTERED))
+    assert schema.validate_file(path) == []
+    assert main(["validate", str(tmp_path / "run")]) == 0, capsys.readouterr().out
+    rebuilt = replicated_from_result(read_result(path).unit_values, "m")
+    assert rebuilt.cluster_key == ((0, 0, 1, 1),) and rebuilt.value == pytest.approx(2 / 3)
+    no_ids = {"m": {k: v for k, v in CLUSTERED["m"].items() if k != "clusters"}}  # as files before cluster ids
+    assert replicated_from_result(no_ids, "m").cluster_key == (None,)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (_clustered([[0, 0, 1]]), "unit_values.m.clusters[0]: 3 cluster ids for 4 units"),
+    (_clustered([[0, 0, 1, 1], None]), "unit_values.m.clusters: 2 entries for 1 replicates"),
+    (_clustered([[0, 0.5, 1, 1]]), "unit_values.m.clusters[0]: [0, 0.5, 1, 1] is not valid"),
+    (_clustered([[0, "a", 1, 1]]), "unit_values.m.clusters[0]: [0, 'a', 1, 1] is not valid"),
+    (_clustered([[0, True, 1, 1]]), "unit_values.m.clusters[0]: [0, True, 1, 1] is not valid"),
+    (_clustered([0, 0, 1, 1]), "unit_values.m.clusters[0]: 0 is not valid"),
+    (lambda d: d.update(unit_values={"m": {**CLUSTERED["m"], "cluster": [[0, 0, 1, 1]]}}),
+     "unit_values.m: Additional properties are not allowed ('cluster' was unexpected)"),
+])
+def test_malformed_cluster_ids_are_named(tmp_path, mutate, field):
+    path = _written(tmp_path, mutate)
+    assert any(field in p and str(path) in p for p in schema.validate_file(path)), schema.validate_file(path)
+    with pytest.raises(ResultsError, match="unit_values.m"):
+        read_result(path)
+
+
 def test_validate_names_every_bad_file_and_exits_1(tmp_path, capsys):
     good = write_result(tmp_path / "run", _result(explainer="good"))
     bad = _written(tmp_path / "run", lambda d: d["metrics"][0].update(value=-3.0))

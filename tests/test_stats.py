@@ -251,6 +251,155 @@ def test_a_task_of_8_methods_3_metrics_all_pairs_is_fast():
     assert time.perf_counter() - start < 3.0
 
 
+
+# --- clustered units ---------------------------------------------------------------------------
+# Units that belong to clusters (the subject models of unit-causes) are explained well or badly
+# together; declared clusters are resampled in two stages, clusters then units inside them.
+
+def _old_plan(units, n_resamples, seed):
+    """The resampling plan as it was before cluster ids existed, written plainly: the replicate of
+    each slot, then per replicate the unit indices of each slot it fills."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(units), size=(n_resamples, len(units))) if len(units) > 1 else \
+        np.zeros((n_resamples, 1), int)
+    draws = []
+    for r, n in enumerate(units):
+        slots = np.flatnonzero(which.ravel() == r)
+        draws.append((slots, rng.integers(n, size=(slots.size, n))))
+    return which, draws
+
+
+def _old_slots(est, n_resamples, seed):
+    """(B, R) slot values of the old plan, one slot and one explainer seed at a time."""
+    which, draws = _old_plan(est.units, n_resamples, seed)
+    out = np.full(which.size, np.nan)
+    for cols, (slots, idx) in zip(est.replicates, draws):
+        for slot, units in zip(slots, idx):
+            out[slot] = nanmean([est.statistic(*(c[s, units] for c in cols)) for s in range(cols[0].shape[0])])
+    return which, out.reshape(which.shape)
+
+
+def test_unclustered_replicates_give_the_numbers_of_before_cluster_ids():
+    from fexbench.core.stats import _plan, hierarchical_bootstrap, variance_components
+
+    rng = np.random.default_rng(21)
+    reps = tuple((rng.normal(size=(3, n)), rng.normal(size=n)) for n in (12, 7, 20))
+    a = Replicated(spearman, reps)
+    b = Replicated(spearman, tuple((x + rng.normal(size=x.shape), y) for x, y in reps), clusters=(None,) * 3)
+    # the same draws, index for index
+    which, draws = _old_plan(a.units, 300, 3)
+    new_which, per_rep = _plan(a.units, 300, 3, a.cluster_key)
+    assert np.array_equal(which, new_which)
+    for (slots, idx), (new_slots, groups) in zip(draws, per_rep):
+        assert np.array_equal(slots, new_slots) and len(groups) == 1
+        assert np.array_equal(groups[0][0], np.arange(slots.size)) and np.array_equal(groups[0][1], idx)
+    # the same numbers: the bootstrap, and the power analysis's unit variances from it
+    _, slots_a = _old_slots(a, 300, 3)
+    _, slots_b = _old_slots(b, 300, 3)
+    assert hierarchical_bootstrap(a, 300, 3) == pytest.approx(nanmean(slots_a, axis=1), rel=1e-12)
+    diff = slots_a - slots_b
+    w = [np.var(diff[which == r], ddof=1) for r in range(3)]
+    old = variance_components([x - y for x, y in zip(a.seed_values(), b.seed_values())], w, a.units)
+    new = pilot_components(a, b, n_resamples=300, seed=3)
+    for name in ("replicate", "seed", "unit", "observed"):
+        assert getattr(new, name) == pytest.approx(getattr(old, name), rel=1e-9), name
+    # one replicate: the paired comparison and the interval are the old unit bootstrap's
+    x = rng.normal(size=(2, 40))
+    one_a, one_b = Replicated(nanmean, ((x,),)), Replicated(nanmean, ((x + rng.normal(0.1, 0.3, x.shape),),))
+    dist = _old_slots(one_a, 700, 5)[1][:, 0] - _old_slots(one_b, 700, 5)[1][:, 0]
+    c = compare(one_a, one_b, n_resamples=700, seed=5)
+    assert (c.low, c.high) == pytest.approx(tuple(np.quantile(dist, [0.025, 0.975])), rel=1e-12)
+    assert c.p_value == pytest.approx(min(1.0, 2 * min(np.mean(dist <= 0), np.mean(dist >= 0))))
+    iv = interval(one_a, n_resamples=700, seed=5)
+    assert (iv.low, iv.high) == pytest.approx(
+        tuple(np.quantile(_old_slots(one_a, 700, 5)[1][:, 0], [0.025, 0.975])), rel=1e-12)
+
+
+def test_clustered_draws_take_whole_clusters_then_units_inside_them():
+    from fexbench.core.stats import _plan, _slot_values
+
+    sizes = [3, 5, 2, 6]
+    clusters = np.repeat([7, 2, 9, 4], sizes)  # ids need not be 0..K-1 nor sorted
+    rng = np.random.default_rng(22)
+    x, y = rng.integers(0, 4, clusters.size).astype(float), rng.normal(size=clusters.size)  # ties in x
+    est = Replicated(spearman, ((x, y),), clusters=(clusters,))
+    _, [(slots, groups)] = _plan(est.units, 60, 1, est.cluster_key)
+    assert sorted(np.concatenate([rows for rows, _ in groups]).tolist()) == list(range(60))
+    assert len(groups) > 1  # unequal clusters: resamples of several lengths
+    values = _slot_values(est, 60, 1)[:, 0]
+    lengths = set()
+    for rows, idx in groups:
+        for row, units in zip(rows, idx):
+            per_cluster = {c: int(np.sum(clusters[units] == c)) for c in np.unique(clusters)}
+            # each cluster contributes its size once per time it was drawn, K clusters drawn in all
+            assert all(k % size == 0 for k, size in zip(per_cluster.values(), (sizes[1], sizes[3], sizes[0], sizes[2])))
+            assert sum(k // size for k, size in zip(per_cluster.values(), (sizes[1], sizes[3], sizes[0], sizes[2]))) == 4
+            assert values[slots[row]] == pytest.approx(stats.spearmanr(x[units], y[units])[0])
+            lengths.add(units.size)
+    assert len(lengths) > 1
+
+
+def _clustered_pair(rng, sizes, delta=0.1, cluster_sd=0.3, unit_sd=0.3):
+    """Two methods on the same clustered units: the difference has a cluster effect (a subject
+    one method explains much better than the other) and a unit effect; its true mean is delta."""
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    shared = rng.normal(0, 0.5, len(sizes))[clusters] + rng.normal(0, 0.5, clusters.size)
+    diff = delta + rng.normal(0, cluster_sd, len(sizes))[clusters] + rng.normal(0, unit_sd, clusters.size)
+    return (MU + shared + diff, MU + shared), clusters
+
+
+def test_one_replicate_comparison_of_clustered_units_is_wider_and_covers():
+    rng = np.random.default_rng(23)
+    sizes = rng.integers(8, 25, 15)  # 15 subjects of 8-24 units, about 240 units
+    delta, hits, widths = 0.1, {True: [], False: []}, {True: [], False: []}
+    for _ in range(200):
+        (a, b), clusters = _clustered_pair(rng, sizes, delta)
+        for clustered in (True, False):
+            ids = (clusters,) if clustered else None
+            c = compare(Replicated(nanmean, ((a,),), clusters=ids), Replicated(nanmean, ((b,),), clusters=ids),
+                        n_resamples=400, seed=1)
+            assert c.method == "unit-bootstrap" and c.difference == pytest.approx(a.mean() - b.mean())
+            hits[clustered].append(c.low <= delta <= c.high)
+            widths[clustered].append(c.high - c.low)
+    assert np.all(np.array(widths[True]) > np.array(widths[False]))
+    assert np.mean(hits[True]) >= 0.90, np.mean(hits[True])
+    assert np.mean(hits[False]) < 0.75, np.mean(hits[False])
+
+
+def test_pilot_components_put_the_cluster_spread_into_units():
+    # no replicate effect; a strong cluster effect (sd 0.4 over 10 clusters of 12 units): the
+    # replicate values vary by about 0.4^2 / 10, which comes from which clusters a replicate has
+    rng = np.random.default_rng(24)
+    clusters = np.repeat(np.arange(10), 12)
+    reps = tuple((MU + rng.normal(0, 0.4, 10)[clusters] + rng.normal(0, 0.3, (2, clusters.size)),)
+                 for _ in range(150))
+    declared = pilot_components(Replicated(nanmean, reps, clusters=(clusters,) * 150), n_resamples=300)
+    independent = pilot_components(Replicated(nanmean, reps), n_resamples=300)
+    assert declared.observed == independent.observed == pytest.approx(0.4 ** 2 / 10 + 0.09 / 240, rel=0.25)
+    assert declared.replicate < 0.2 * declared.observed  # the cluster spread is in `unit`...
+    assert independent.replicate > 0.7 * independent.observed  # ...not, as with independent units, in `replicate`
+    assert declared.unit / 120 == pytest.approx(0.4 ** 2 / 10, rel=0.25)
+    assert declared.unit > 5 * independent.unit
+
+
+def test_comparisons_refuse_other_cluster_ids_naming_the_replicate():
+    columns = ((np.zeros(6),), (np.arange(6.0),))
+    a = Replicated(nanmean, columns, clusters=(None, [0, 0, 1, 1, 2, 2]))
+    with pytest.raises(ValueError, match="replicate 1 has different cluster ids"):
+        compare(a, Replicated(nanmean, columns, clusters=(None, [0, 0, 1, 1, 2, 3])))
+    with pytest.raises(ValueError, match="replicate 1 has cluster ids in the first only"):
+        compare(a, Replicated(nanmean, columns))
+    with pytest.raises(ValueError, match="replicate 1 has cluster ids in the first only"):
+        pilot_components(a, Replicated(nanmean, columns))
+    assert compare(a, Replicated(nanmean, columns, clusters=(None, np.array([0, 0, 1, 1, 2, 2])))).difference == 0
+    with pytest.raises(ValueError, match="replicate 0: cluster ids must be one per unit"):
+        Replicated(nanmean, columns, clusters=([0, 1], None))
+    with pytest.raises(ValueError, match="replicate 1: cluster ids must be integers"):
+        Replicated(nanmean, columns, clusters=(None, [0, 0.5, 1, 1, 2, 2]))
+    with pytest.raises(ValueError, match="one entry .* per replicate"):
+        Replicated(nanmean, columns, clusters=(None,))
+
+
 def main(datasets=2000, percentile_datasets=400, percentile_resamples=1000):
     """Print the coverage table of docs/statistics.md."""
     print(f"coverage of the 95% interval, {datasets} simulated benchmarks per design, {SEEDS} seeds")

@@ -20,8 +20,8 @@ from fexbench.core.contract import Explanation, Subject
 from fexbench.data import world
 from fexbench.data.imageset import DataError
 from fexbench.models.subjects import TorchClassifier
-from fexbench.tasks.unit_causes import (ATTRIBUTE_VALUES, LAYOUT_VALUES, TOP1, UnitCauses, _weighted_mean,
-                                        _weighted_spearman, cluster_bootstrap, cluster_counts, measure_subject,
+from fexbench.core.metrics import Estimate, nanmean
+from fexbench.tasks.unit_causes import (ATTRIBUTE_VALUES, LAYOUT_VALUES, TOP1, UnitCauses, measure_subject,
                                         naming_chance, profile_units)
 from conftest import run_baselines
 
@@ -212,25 +212,23 @@ def test_random_sits_at_chance_and_the_oracle_above_it(tiny_run):
 
 def test_the_two_stage_bootstrap_resamples_subjects():
     # two subjects whose units disagree completely: the interval spans both, a plain bootstrap over
-    # 200 units would be narrow around 0.5
+    # 200 units would be narrow around 0.5 (the Estimate's interval is fexbench.core.stats')
     hits = np.r_[np.ones(100), np.zeros(100)]
-    low, high = cluster_bootstrap("mean", [0] * 100 + [1] * 100, n_resamples=200)(hits)
-    assert low == 0.0 and high == 1.0
-    low, high = cluster_bootstrap("mean", list(range(200)), n_resamples=200)(hits)
-    assert 0.35 < low < 0.5 < high < 0.65
+    two = Estimate(TOP1, nanmean, (hits,), n_resamples=200, clusters=[0] * 100 + [1] * 100).value()
+    assert two.ci_low == 0.0 and two.ci_high == 1.0
+    each = Estimate(TOP1, nanmean, (hits,), n_resamples=200, clusters=list(range(200))).value()
+    assert 0.35 < each.ci_low < 0.5 < each.ci_high < 0.65
 
 
-def test_the_bootstrap_spearman_counts_repeated_units_as_scipy_does():
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 4, 30).astype(float), rng.normal(size=30)  # ties in x
-    clusters = np.repeat(np.arange(5), 6)
-    counts = cluster_counts(clusters, 20, seed=1)
-    got = _weighted_spearman(counts, x[None], y[None])[:, 0]
-    for b in range(20):
-        index = np.repeat(np.arange(30), counts[b].astype(int))
-        assert got[b] == pytest.approx(stats.spearmanr(x[index], y[index])[0])
-    means = _weighted_mean(counts, np.stack([x, y]))
-    assert means[3, 1] == pytest.approx(y[np.repeat(np.arange(30), counts[3].astype(int))].mean())
+def test_every_metric_carries_the_subject_of_each_unit(tiny_run):
+    prepared, results = tiny_run
+    subjects = [s for s, case in enumerate(prepared.cases)
+                for _ in prepared.ground_truth[case.subject.name]["units"]]
+    assert len(set(subjects)) == len(prepared.cases) == 2
+    for result in results.values():
+        assert result.config["code_versions"]["task"] == UnitCauses.version == 2
+        for m in UnitCauses.metrics:
+            assert result.unit_values[m.name]["clusters"] == [subjects]
 
 
 def test_bad_options_name_the_key():

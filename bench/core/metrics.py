@@ -142,7 +142,11 @@ class Estimate:
     """A metric together with what it is computed from: a batched statistic over paired per-unit
     columns. A task returns these with its scores so that the harness can pool explainer seeds by
     stacking the columns. `interval`, when given, replaces the bootstrap (it gets the same columns,
-    (n,) or (R, n)); `count` is the number of units reported (default: all of them)."""
+    (n,) or (R, n)); `count` is the number of units reported (default: all of them). `clusters`,
+    when given, is one integer id per unit (n,) naming the cluster it belongs to (the subject model
+    of a unit): units of one cluster are not independent, so the bootstrap (and the replicated
+    statistics of `fexbench.core.stats`) draws clusters, then units inside them; None: independent
+    units."""
 
     metric: Metric
     statistic: Callable[..., float]
@@ -151,15 +155,27 @@ class Estimate:
     seed: int = 0
     interval: Callable[..., tuple[float, float]] | None = None
     count: Callable[..., int] | None = None
+    clusters: Sequence[int] | None = None
 
     def value(self, seed_values: Sequence[float] = ()) -> MetricValue:
         value = seed_mean(self.statistic, *self.columns)
         if self.interval is not None:
             ci = self.interval(*self.columns)
+        elif self.clusters is not None:
+            ci = self._cluster_ci()
         else:
             ci = bootstrap_ci(self.statistic, *self.columns, n_resamples=self.n_resamples, seed=self.seed)
         n = self.count(*self.columns) if self.count is not None else int(np.shape(self.columns[0])[-1])
         return MetricValue.of(self.metric, value, ci, n, seed_values)
+
+    def _cluster_ci(self) -> tuple[float, float]:
+        """The two-stage percentile bootstrap (clusters, then units) of fexbench.core.stats, which
+        builds on this module: the one-replicate interval of the replicated statistics."""
+        from fexbench.core import stats
+
+        one = stats.Replicated(self.statistic, (self.columns,), self.metric, (self.clusters,))
+        found = stats.interval(one, n_resamples=self.n_resamples, seed=self.seed)
+        return found.low, found.high
 
     @classmethod
     def pooled(cls, per_seed: Sequence["Estimate"]) -> MetricValue:
@@ -168,10 +184,17 @@ class Estimate:
         shapes = {tuple(np.shape(c)) for e in per_seed for c in e.columns}
         if len(shapes) != 1 or len(shapes.pop()) != 1:
             raise ValueError(f"{first.metric.name}: every explainer seed must give the same units (1-D columns)")
+        if not all(same_clusters(e.clusters, first.clusters) for e in per_seed):
+            raise ValueError(f"{first.metric.name}: every explainer seed must give the same cluster ids")
         stacked = tuple(np.stack([np.asarray(e.columns[i], float) for e in per_seed])
                         for i in range(len(first.columns)))
         seed_values = [seed_mean(e.statistic, *e.columns) for e in per_seed]
         return dataclasses.replace(first, columns=stacked).value(seed_values)
+
+
+def same_clusters(a: Sequence[int] | None, b: Sequence[int] | None) -> bool:
+    """Whether two Estimates' cluster ids are the same (both None, or equal ids)."""
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def finite_count(column: Sequence) -> int:

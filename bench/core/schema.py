@@ -28,6 +28,23 @@ SCHEMA_ID = "https://fexbench.invalid/results.schema.json"
 _NULLABLE_NUMBERS = ("value", "ci_low", "ci_high")
 _NULLABLE_SERIES = ("seed_values", "replicate_values")
 _EPS = 1e-9  # float slack on range checks (a bootstrap quantile at a range end)
+# One metric's unit values: per replicate its columns (S explainer seeds x n units, null = NaN) and,
+# when the task gave them, one integer cluster id per unit (null: that replicate's units are
+# independent). That every cluster list has one id per unit of its replicate is checked in code.
+_NUMBERS = {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "null"}]}}
+_UNIT_VALUES_ENTRY = {
+    "type": "object",
+    "required": ["statistic", "replicates"],
+    "additionalProperties": False,
+    "properties": {
+        "statistic": {"type": "string", "description": "the statistic's import path, module:function"},
+        "replicates": {"type": "array", "description": "per replicate, its columns, each one row per explainer seed",
+                       "items": {"type": "array", "items": {"type": "array", "items": _NUMBERS}}},
+        "clusters": {"type": "array", "description": "per replicate, the cluster id (the subject model) of each "
+                                                     "unit, or null for independent units",
+                     "items": {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]}},
+    },
+}
 
 
 class SchemaError(ResultsError):
@@ -63,6 +80,8 @@ def generate_schema() -> dict[str, Any]:
     for name in _NULLABLE_SERIES:
         mprops[name] = {**mprops[name], "items": {"anyOf": [{"type": "number"}, {"type": "null"}]}}
     mprops["n"] = {**mprops["n"], "minimum": 0}
+    props["unit_values"] = {**props["unit_values"], "additionalProperties": _UNIT_VALUES_ENTRY,
+                            "description": "metric -> the per-unit columns behind it (fexbench.harness.pooling)"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -70,7 +89,8 @@ def generate_schema() -> dict[str, Any]:
         "description": ("One (task, explainer) job of a fexbench run, stored as <out>/<task>/<explainer>.json. "
                         "Also checked in code (not expressible here): every metric's value, ci_low, ci_high, "
                         "seed_values, replicate_values and chance lie inside its value_range; ci_low <= ci_high; "
-                        "value_range low <= high; the digest, when present, matches the content."),
+                        "value_range low <= high; unit_values' cluster ids, when present, are one list per "
+                        "replicate with one id per unit; the digest, when present, matches the content."),
         "x-fexbench-schema-version": SCHEMA_VERSION,
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }
@@ -141,6 +161,29 @@ def _range_problems(data: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _unit_value_problems(data: Mapping[str, Any]) -> list[str]:
+    """Cluster ids that do not match their columns: one list per replicate, one id per unit."""
+    out = []
+    unit_values = data.get("unit_values")
+    if not isinstance(unit_values, Mapping):
+        return out
+    for name, entry in unit_values.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("clusters"), list):
+            continue
+        clusters, replicates = entry["clusters"], entry.get("replicates")
+        if not isinstance(replicates, list):
+            continue  # the type check names it
+        where = f"unit_values.{name}.clusters"
+        if len(clusters) != len(replicates):
+            out.append(f"{where}: {len(clusters)} entries for {len(replicates)} replicates")
+            continue
+        for r, (ids, columns) in enumerate(zip(clusters, replicates)):
+            units = {len(row) for col in columns if isinstance(col, list) for row in col if isinstance(row, list)}
+            if isinstance(ids, list) and len(units) == 1 and len(ids) != next(iter(units)):
+                out.append(f"{where}[{r}]: {len(ids)} cluster ids for {next(iter(units))} units")
+    return out
+
+
 def problems(data: Any) -> list[str]:
     """Every way `data` (a parsed result file) breaks the schema, each as 'field.path: why';
     empty when it is valid. Types first; the range checks run on what is well typed."""
@@ -150,7 +193,7 @@ def problems(data: Any) -> list[str]:
     for err in sorted(_validator().iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
         message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
         out.append(f"{_path(err.absolute_path)}: {message}")
-    return out + _range_problems(data)
+    return out + _range_problems(data) + _unit_value_problems(data)
 
 
 def check(data: Any, source: str = "<dict>") -> None:

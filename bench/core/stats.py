@@ -15,7 +15,10 @@ percentiles are also too short-tailed. Removing both biases leaves s^2/R exactly
 we use the Student-t interval mean +- t_{R-1} s / sqrt(R) (and the paired t-test for
 differences). With one replicate nothing is known about the replicate-to-replicate spread; the
 interval is then the percentile unit bootstrap of that one replicate (the single-zoo interval of
-`fexbench.core.metrics.bootstrap_ci`), which states the uncertainty of that zoo only. The
+`fexbench.core.metrics.bootstrap_ci`), which states the uncertainty of that zoo only. Units that
+carry cluster ids (a task whose units belong to subject models, explained well or badly together)
+are resampled in two stages, clusters with replacement and then units inside each drawn cluster,
+so clustered units are not counted as independent (`Replicated.clusters`, `_plan`). The
 hierarchical bootstrap's draws of each replicate also give the within-replicate unit variance
 that the power analysis needs. docs/statistics.md has the measured coverage, and its limit: replicate
 values strongly skewed (a metric pinned near its bound with rare bad replicates) under-cover.
@@ -30,7 +33,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from fexbench.core.lazymodule import lazy_module
-from fexbench.core.metrics import Estimate, Metric, nanmean
+from fexbench.core.metrics import Estimate, Metric, nanmean, same_clusters
 
 optimize, stats = lazy_module("scipy.optimize"), lazy_module("scipy.stats")  # loaded on first use
 
@@ -56,6 +59,32 @@ def _columns(columns: Sequence) -> tuple[np.ndarray, ...]:
     return tuple(np.broadcast_to(d if d.ndim == 2 else d[None, :], (s, d.shape[-1])) for d in data)
 
 
+def cluster_ids(ids, units: int, where: str = "") -> np.ndarray | None:
+    """One replicate's cluster ids as a read-only int array (units,), or None (independent units);
+    ValueError, naming `where`, for a wrong length or ids that are not integers."""
+    if ids is None:
+        return None
+    prefix = f"{where}: " if where else ""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.shape[0] != units:
+        raise ValueError(f"{prefix}cluster ids must be one per unit ({units}), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{prefix}cluster ids must be integers, got {arr.dtype} values")
+    arr = arr.astype(np.int64)
+    arr.flags.writeable = False
+    return arr
+
+
+def seed_clusters(estimates: Sequence[Estimate], where: str = "") -> np.ndarray | None:
+    """The cluster ids of one replicate's Estimates (one per explainer seed), which must agree."""
+    first = estimates[0].clusters
+    if not all(same_clusters(e.clusters, first) for e in estimates):
+        raise ValueError(f"{where}: every explainer seed must give the same cluster ids")
+    return None if first is None else np.asarray(first)
+
+
 @dataclass(frozen=True, eq=False)
 class Replicated:
     """One metric of one explainer on one task over replicates.
@@ -64,24 +93,36 @@ class Replicated:
     holds, per replicate, a tuple of columns of shape (S, n_r) (S explainer seeds, n_r units; a
     1-D column is one seed or is shared by every seed). Value = mean over replicates of the mean
     over seeds of the statistic over that replicate's units; NaN statistics are left out of both
-    means, as `metrics.nanmean` does."""
+    means, as `metrics.nanmean` does.
+
+    `clusters`, when given, holds per replicate None (independent units) or one integer cluster id
+    per unit (n_r,): units of one cluster (the subject model they belong to) vary together, so the
+    unit bootstrap of that replicate draws clusters, then units inside them (`_plan`)."""
 
     statistic: Callable[..., np.ndarray]
     replicates: tuple[tuple[np.ndarray, ...], ...]
     metric: Metric | None = None
+    clusters: tuple[np.ndarray | None, ...] | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.replicates:
             raise ValueError("a Replicated needs at least one replicate")
         object.__setattr__(self, "replicates", tuple(_columns(r) for r in self.replicates))
+        clusters = (None,) * len(self.replicates) if self.clusters is None else tuple(self.clusters)
+        if len(clusters) != len(self.replicates):
+            raise ValueError(f"clusters: one entry (None or one id per unit) per replicate, got {len(clusters)} "
+                             f"for {len(self.replicates)} replicates")
+        object.__setattr__(self, "clusters", tuple(
+            cluster_ids(c, cols[0].shape[-1], f"replicate {r}") for r, (c, cols) in
+            enumerate(zip(clusters, self.replicates))))
 
     @classmethod
     def of(cls, per_replicate: Sequence[Sequence[Estimate]]) -> "Replicated":
         """From the tasks' Estimates: per replicate, one Estimate per explainer seed (same metric,
-        same 1-D units for every seed of a replicate)."""
+        same 1-D units and the same cluster ids for every seed of a replicate)."""
         first = per_replicate[0][0]
-        reps = []
+        reps, clusters = [], []
         for r, seeds in enumerate(per_replicate):
             shapes = {tuple(np.shape(c)) for e in seeds for c in e.columns}
             if len(shapes) != 1 or len(next(iter(shapes))) != 1:
@@ -89,7 +130,15 @@ class Replicated:
                                  f"the same units (1-D columns), got shapes {sorted(shapes)}")
             reps.append(tuple(np.stack([np.asarray(e.columns[i]) for e in seeds])
                               for i in range(len(first.columns))))
-        return cls(first.statistic, tuple(reps), first.metric)
+            clusters.append(seed_clusters(seeds, f"{first.metric.name}: replicate {r}"))
+        return cls(first.statistic, tuple(reps), first.metric, tuple(clusters))
+
+    @property
+    def cluster_key(self) -> tuple[tuple[int, ...] | None, ...]:
+        """The cluster ids as hashable tuples (None: independent units), per replicate."""
+        if "cluster_key" not in self._cache:
+            self._cache["cluster_key"] = tuple(None if c is None else tuple(c.tolist()) for c in self.clusters)
+        return self._cache["cluster_key"]
 
     @property
     def units(self) -> tuple[int, ...]:
@@ -120,20 +169,49 @@ class Replicated:
         return nanmean(self.replicate_values())
 
 
+def _two_stage(rng: np.random.Generator, clusters: tuple[int, ...], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`size` two-stage resamples of one replicate's units: its K clusters drawn with replacement,
+    then inside each drawn cluster as many units as it has, with replacement. A resample's length
+    is the sum of its drawn clusters' sizes, so the resamples are returned in groups of one length:
+    (rows, idx), rows the resamples (positions among `size`), idx their unit indices (rows, length)."""
+    ids, inverse, sizes = np.unique(np.asarray(clusters), return_inverse=True, return_counts=True)
+    by_cluster = np.argsort(inverse, kind="stable")  # unit indices, cluster by cluster
+    starts = np.cumsum(sizes) - sizes
+    drawn = rng.integers(ids.size, size=(size, ids.size))  # (size, K) clusters drawn
+    drawn_sizes = sizes[drawn]
+    lengths = drawn_sizes.sum(axis=1)
+    unit_cluster = np.repeat(drawn.ravel(), drawn_sizes.ravel())  # the cluster of each drawn unit
+    flat = by_cluster[starts[unit_cluster] + rng.integers(sizes[unit_cluster])]
+    offsets = np.cumsum(lengths) - lengths
+    groups = []
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        groups.append((rows, flat[offsets[rows][:, None] + np.arange(length)]))
+    return groups
+
+
 @functools.lru_cache(maxsize=64)
-def _plan(units: tuple[int, ...], n_resamples: int, seed: int):
-    """Resample indices that depend only on the unit counts: two explainers scored on the same
-    units get the same draws, which is what makes a comparison paired. Returns the replicate drawn
-    in each slot (B, R) and, per source replicate, the flat slots it fills and the unit indices
-    drawn there (one row per slot, shared by every seed and column)."""
+def _plan(units: tuple[int, ...], n_resamples: int, seed: int,
+          clusters: tuple[tuple[int, ...] | None, ...] | None = None):
+    """Resample indices that depend only on the unit counts and cluster ids: two explainers scored
+    on the same units get the same draws, which is what makes a comparison paired. Returns the
+    replicate drawn in each slot (B, R) and, per source replicate, the flat slots it fills and its
+    unit draws there as groups (rows, idx): `slots[rows]` drew the unit indices idx (one row per
+    slot, shared by every seed and column). A replicate without cluster ids draws n of its n units
+    (one group, the draws of before cluster ids existed); one with ids draws two-stage (`_two_stage`)."""
     rng = np.random.default_rng(seed)
     reps = len(units)
+    clusters = (None,) * reps if clusters is None else clusters
     which = rng.integers(reps, size=(n_resamples, reps)) if reps > 1 else np.zeros((n_resamples, 1), int)
     flat = which.ravel()
     per_rep = []
     for r, n in enumerate(units):
         slots = np.flatnonzero(flat == r)
-        per_rep.append((slots, rng.integers(n, size=(slots.size, n)) if n else np.zeros((slots.size, 0), int)))
+        if clusters[r] is not None and n:
+            per_rep.append((slots, _two_stage(rng, clusters[r], slots.size)))
+            continue
+        idx = rng.integers(n, size=(slots.size, n)) if n else np.zeros((slots.size, 0), int)
+        per_rep.append((slots, [(np.arange(slots.size), idx)]))
     return which, per_rep
 
 
@@ -142,15 +220,16 @@ def _slot_values(est: Replicated, n_resamples: int, seed: int) -> np.ndarray:
     there, over its resampled units. Cached on the Replicated, so all pairs of a task reuse it."""
     key = ("slots", n_resamples, seed)
     if key not in est._cache:
-        _, per_rep = _plan(est.units, n_resamples, seed)
+        _, per_rep = _plan(est.units, n_resamples, seed, est.cluster_key)
         out = np.full(n_resamples * len(est.units), np.nan)
-        for cols, (slots, idx) in zip(est.replicates, per_rep):
-            if slots.size == 0 or idx.shape[1] == 0:
-                continue
-            s, n = cols[0].shape
-            drawn = [c[:, idx].reshape(s * slots.size, n) for c in cols]
-            values = np.asarray(est.statistic(*drawn, axis=-1), float).reshape(s, slots.size)
-            out[slots] = nanmean(values, axis=0)
+        for cols, (slots, groups) in zip(est.replicates, per_rep):
+            for rows, idx in groups:
+                if rows.size == 0 or idx.shape[1] == 0:
+                    continue
+                s, n = cols[0].shape[0], idx.shape[1]
+                drawn = [c[:, idx].reshape(s * rows.size, n) for c in cols]
+                values = np.asarray(est.statistic(*drawn, axis=-1), float).reshape(s, rows.size)
+                out[slots[rows]] = nanmean(values, axis=0)
         est._cache[key] = out.reshape(n_resamples, len(est.units))
     return est._cache[key]
 
@@ -158,7 +237,8 @@ def _slot_values(est: Replicated, n_resamples: int, seed: int) -> np.ndarray:
 def hierarchical_bootstrap(est: Replicated, n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
     """Bootstrap distribution (B,) of the benchmark value: replicates drawn with replacement, and
     inside each drawn replicate its units with replacement (the same units for every seed and
-    column). With one replicate this is the unit bootstrap of `metrics.bootstrap_ci`."""
+    column; clusters, then units inside them, for a replicate with cluster ids). With one
+    replicate this is the unit bootstrap of `metrics.bootstrap_ci`."""
     return nanmean(_slot_values(est, n_resamples, seed), axis=1)
 
 
@@ -191,7 +271,9 @@ def _t_interval(values: np.ndarray, level: float) -> tuple[float, float, float, 
 
 
 def _subset(est: Replicated, keep: np.ndarray) -> Replicated:
-    return Replicated(est.statistic, tuple(est.replicates[i] for i in np.flatnonzero(keep)), est.metric)
+    kept = np.flatnonzero(keep)
+    return Replicated(est.statistic, tuple(est.replicates[i] for i in kept), est.metric,
+                      tuple(est.clusters[i] for i in kept))
 
 
 def interval(est: Replicated, n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
@@ -200,7 +282,7 @@ def interval(est: Replicated, n_resamples: int = 2000, seed: int = 0, level: flo
 
     method "t" (default): with R >= 2 replicates of defined value, mean +- t_{R-1} * s/sqrt(R),
     s the standard deviation of the replicate values; with one, the percentile unit bootstrap of
-    that replicate (uncertainty of that one zoo). method "percentile": the plain percentile
+    that replicate (uncertainty of that one zoo; two-stage when its units carry cluster ids). method "percentile": the plain percentile
     hierarchical bootstrap, which under-covers with few replicates; kept to measure that."""
     if method not in ("t", "percentile"):
         raise ValueError(f"method is 't' or 'percentile', not {method!r}")
@@ -244,6 +326,14 @@ def _check_same_units(a: Replicated, b: Replicated) -> None:
         if na != nb:
             raise ValueError(f"a paired comparison needs the same units: replicate {r} has {na} units "
                              f"in the first and {nb} in the second")
+    for r, (ca, cb) in enumerate(zip(a.cluster_key, b.cluster_key)):
+        if ca == cb:
+            continue
+        if ca is None or cb is None:
+            what = "cluster ids in the " + ("second" if ca is None else "first") + " only"
+        else:
+            what = f"different cluster ids (first at unit {next(i for i, (x, y) in enumerate(zip(ca, cb)) if x != y)})"
+        raise ValueError(f"a paired comparison needs the same cluster ids: replicate {r} has {what}")
 
 
 def probability_of_improvement(a_values, b_values) -> np.ndarray:
@@ -283,14 +373,15 @@ def _replicate_draws(k: int, n_resamples: int, seed: int) -> np.ndarray:
 
 def compare(a: Replicated, b: Replicated, n_resamples: int = 2000, seed: int = 0,
             level: float = 0.95) -> Comparison:
-    """Paired difference a - b on the same replicates and units (ValueError otherwise).
+    """Paired difference a - b on the same replicates, units and cluster ids (ValueError otherwise).
 
     With R >= 2 replicates where both are defined: the paired t interval and t-test over the
     per-replicate differences (each already carries its unit and seed noise). P(a > b) compares
     every replicate of a with every replicate of b; its interval is the percentile bootstrap over
     replicates, the same draws for both (as rliable does over runs; descriptive, coarse with few
     replicates). With one replicate: the percentile unit bootstrap of the difference and of
-    P(a > b), the same unit draws for both, the p-value from that distribution."""
+    P(a > b), the same unit draws for both (two-stage, clusters then units, when the units carry
+    cluster ids), the p-value from that distribution."""
     _check_same_units(a, b)
     va, vb = a.replicate_values(), b.replicate_values()
     both = np.isfinite(va) & np.isfinite(vb)
@@ -460,19 +551,29 @@ def pilot_components(a: Replicated, b: Replicated | None = None, n_resamples: in
                      seed: int = 0) -> Components:
     """`variance_components` of a metric (or, with b, of the paired difference a - b; b may have
     one seed or as many as a) measured on a pilot run, unit variances from the hierarchical
-    bootstrap's draws of each replicate."""
+    bootstrap's draws of each replicate.
+
+    A replicate with cluster ids is resampled by clusters, then units (`_plan`), so its unit
+    variance includes the clusters' spread: the `unit` component then holds all the variance that
+    comes from which clusters and units a replicate has (not `replicate`), and scaling it as
+    unit / n assumes more units come in proportionally more clusters. The bootstrap of K clusters
+    is short by (K-1)/K rather than (n-1)/n, so its variance is corrected by K/(K-1) instead."""
     values = a.seed_values()
     slots = _slot_values(a, n_resamples, seed)
     if b is not None:
         _check_same_units(a, b)
         values = [x - y for x, y in zip(values, b.seed_values())]
         slots = slots - _slot_values(b, n_resamples, seed)
-    which = _plan(a.units, n_resamples, seed)[0]
+    which = _plan(a.units, n_resamples, seed, a.cluster_key)[0]
     w = []
-    for r in range(len(a.units)):
+    for r, (n, ids) in enumerate(zip(a.units, a.cluster_key)):
         drawn = slots[which == r]
         drawn = drawn[np.isfinite(drawn)]
-        w.append(float(drawn.var(ddof=1)) if drawn.size > 1 else math.nan)
+        var = float(drawn.var(ddof=1)) if drawn.size > 1 else math.nan
+        k = len(set(ids)) if ids is not None else 0
+        if k >= 2 and n >= 2:  # variance_components multiplies by n/(n-1): make that K/(K-1)
+            var *= (k / (k - 1)) * ((n - 1) / n)
+        w.append(var)
     return variance_components(values, w, a.units)
 
 

@@ -9,7 +9,9 @@ replicates and the units inside them.
 
 The per-unit columns behind every metric are kept in the result (`unit_values`), with the
 statistic named by its import path, so that paired comparisons, rank groups and `fexbench compare`
-can be recomputed from result files alone, long after the run.
+can be recomputed from result files alone, long after the run. When a task's Estimates carry
+cluster ids (`Estimate.clusters`: the subject model of each unit), they are kept beside the
+columns, one list per replicate, so the recomputed statistics resample clusters as the task did.
 """
 from __future__ import annotations
 
@@ -46,6 +48,13 @@ def _columns(estimates: Sequence[Estimate]) -> list[np.ndarray]:
     """One replicate's columns over its explainer seeds: (S, n) arrays."""
     first = estimates[0]
     return [np.stack([np.asarray(e.columns[i], float) for e in estimates]) for i in range(len(first.columns))]
+
+
+def _clusters(estimates: Sequence[Sequence[Estimate]], metric: str) -> tuple[np.ndarray | None, ...]:
+    """Per replicate, the cluster ids its explainer seeds share (None: independent units)."""
+    from fexbench.core import stats
+
+    return tuple(stats.seed_clusters(r, f"{metric}: replicate {i}") for i, r in enumerate(estimates))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +99,8 @@ def _pool_replicates(metric: MetricValue, scored: Sequence[Sequence[Scored]], n_
     if estimates is None:  # a task without estimates: the mean over replicates, no interval
         return dataclasses.replace(metric, value=nanmean(per_rep_values), ci_low=float("nan"), ci_high=float("nan"),
                                    seed_values=seed_values, replicate_values=tuple(per_rep_values))
-    replicated = stats.Replicated(estimates[0][0].statistic, tuple(tuple(_columns(r)) for r in estimates))
+    replicated = stats.Replicated(estimates[0][0].statistic, tuple(tuple(_columns(r)) for r in estimates),
+                                  clusters=_clusters(estimates, metric.name))
     ci = stats.interval(replicated, n_resamples=n_resamples, seed=seed)
     value, low, high = ci.value, ci.low, ci.high
     lo_range, hi_range = metric.value_range  # a t interval can reach past the metric's range
@@ -102,7 +112,9 @@ def _pool_replicates(metric: MetricValue, scored: Sequence[Sequence[Scored]], n_
 
 
 def _unit_values(scored: Sequence[Sequence[Scored]]) -> dict[str, Any]:
-    """metric -> {"statistic": path, "replicates": [[column (S x n) as lists], ...]}."""
+    """metric -> {"statistic": path, "replicates": [[column (S x n) as lists], ...]}, plus
+    "clusters": [cluster ids (n,) or None, ...] (one entry per replicate, as "replicates") when
+    the task gave cluster ids; without them the entry is as it was before cluster ids existed."""
     out: dict[str, Any] = {}
     for metric in scored[0][0].metrics:
         estimates = _estimates_of(metric.name, scored)
@@ -110,15 +122,22 @@ def _unit_values(scored: Sequence[Sequence[Scored]]) -> dict[str, Any]:
             continue
         out[metric.name] = {"statistic": statistic_path(estimates[0][0].statistic),
                             "replicates": [[c.tolist() for c in _columns(r)] for r in estimates]}
+        clusters = _clusters(estimates, metric.name)
+        if any(c is not None for c in clusters):
+            out[metric.name]["clusters"] = [None if c is None else [int(i) for i in c] for c in clusters]
     return out
 
 
 def replicated_from_result(unit_values: Mapping[str, Any], metric: str) -> Any:
-    """A `fexbench.core.stats.Replicated` rebuilt from a result file's unit values."""
+    """A `fexbench.core.stats.Replicated` rebuilt from a result file's unit values (independent
+    units where the file keeps no cluster ids, as files written before they existed)."""
     from fexbench.core import stats
 
     entry = unit_values[metric]
     statistic = load_statistic(entry["statistic"])
     replicates = tuple(tuple(np.asarray([[np.nan if v is None else v for v in row] for row in col], float)
                              for col in rep) for rep in entry["replicates"])
-    return stats.Replicated(statistic, replicates)
+    clusters = entry.get("clusters")
+    if clusters is not None and len(clusters) != len(replicates):
+        raise ValueError(f"unit values of {metric!r}: {len(clusters)} cluster entries for {len(replicates)} replicates")
+    return stats.Replicated(statistic, replicates, clusters=None if clusters is None else tuple(clusters))

@@ -28,8 +28,10 @@ Explainers explain `units_per_subject` live units of every subject (a sample str
 subject, uniform within it, seeded; all live units when None) as Target("unit", i, layer="penultimate"),
 on the layout's usual probe set. Subjects are the waterbirds zoo (rhos x seeds) and the ImageNet-9
 zoo (p_natives x imagenet9_seeds), built by their zoo modules with the same cache keys as their
-own tasks, so nothing is retrained. Intervals come from a two-stage bootstrap (subjects, then
-units within each drawn subject).
+own tasks, so nothing is retrained. Every Estimate carries each unit's subject as its cluster id,
+so intervals come from the two-stage bootstrap of fexbench.core.stats (subjects, then units within
+each drawn subject), and comparisons and power analyses recomputed from the result file resample
+the same way.
 """
 from __future__ import annotations
 
@@ -69,76 +71,6 @@ BACKGROUND = Metric("background_share_spearman", "across units, Spearman(backgro
                     "background share of the measured causal effects)", True, (-1.0, 1.0), "faithfulness", chance=0.0)
 
 
-# ---------------------------------------------------------------- scoring helpers
-
-def cluster_counts(clusters: Sequence[int], n_resamples: int, seed: int) -> np.ndarray:
-    """(n_resamples, n) multiplicities of a two-stage bootstrap: draw clusters (subjects) with
-    replacement, then units within each drawn cluster with replacement."""
-    return _cluster_counts(tuple(int(c) for c in clusters), int(n_resamples), int(seed)).copy()
-
-
-@lru_cache(maxsize=8)  # every explainer seed of a job is scored with the same draws
-def _cluster_counts(clusters: tuple[int, ...], n_resamples: int, seed: int) -> np.ndarray:
-    clusters = np.asarray(clusters)
-    members = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((n_resamples, len(clusters)))
-    for b in range(n_resamples):
-        for c in rng.integers(0, len(members), len(members)):
-            np.add.at(counts[b], members[c][rng.integers(0, len(members[c]), len(members[c]))], 1)
-    return counts
-
-
-def _weighted_mean(counts: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(B, R): per resample and explainer seed, the mean of the finite units (NaN when none)."""
-    finite = np.isfinite(x)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts @ np.where(finite, x, 0.0).T) / (counts @ finite.T.astype(float))
-
-
-def _weighted_spearman(counts: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(B, R): Spearman's rho of each resample (units repeated by their counts), tie-averaged
-    ranks computed from the counts without expanding the resample; 0 where a side is constant."""
-    out = np.empty((len(counts), len(x)))
-    for r, (xr, yr) in enumerate(zip(x, y)):
-        ranks = []
-        for v in (xr, yr):  # rank of unit i in a resample: units below it, plus half of its ties (itself included)
-            below, tied = (v[None, :] < v[:, None]).astype(float), (v[None, :] == v[:, None]).astype(float)
-            ranks.append(counts @ below.T + (counts @ tied.T + 1) / 2)
-        total = counts.sum(axis=1, keepdims=True)
-        rx, ry = (q - (counts * q).sum(axis=1, keepdims=True) / total for q in ranks)
-        cov, vx, vy = ((counts * a * b).sum(axis=1) for a, b in ((rx, ry), (rx, rx), (ry, ry)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, r] = np.where((vx > 0) & (vy > 0), cov / np.sqrt(vx * vy), 0.0)
-    return out
-
-
-def cluster_bootstrap(kind: str, clusters: Sequence[int], n_resamples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> Callable[..., tuple[float, float]]:
-    """A percentile interval (for Estimate.interval) from a two-stage bootstrap over subjects and
-    the units inside them, of the mean of one column (`kind` "mean") or of Spearman's rho between
-    two ("spearman"). Columns may be (n,) or (explainer seeds, n): every resample draws the same
-    units for all seeds and averages their statistics, as Estimate's own bootstrap does."""
-    if kind not in ("mean", "spearman"):
-        raise ValueError(f"cluster_bootstrap: kind must be 'mean' or 'spearman', not {kind!r}")
-    counts = cluster_counts(clusters, n_resamples, seed)
-
-    def interval(*columns: Any) -> tuple[float, float]:
-        data = [np.atleast_2d(np.asarray(c, float)) for c in columns]
-        if data[0].shape[-1] < 2:
-            return float("nan"), float("nan")
-        stats = _weighted_mean(counts, data[0]) if kind == "mean" else \
-            _weighted_spearman(counts, *np.broadcast_arrays(data[0], data[1]))
-        dist = nanmean(stats, axis=1)
-        dist = dist[np.isfinite(dist)]
-        if not dist.size:
-            return float("nan"), float("nan")
-        alpha = (1 - level) / 2
-        return float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
-
-    return interval
-
-
 # ---------------------------------------------------------------- the task
 
 @dataclass(frozen=True)
@@ -153,6 +85,7 @@ class UnitCauses(Task):
     name = "unit-causes"
     description = "feature-level causal ground truth: explanations of units vs their measured intervention effects"
     metrics = (TOP1, TOP3, RANK, BACKGROUND)
+    version = 2  # 2: units carry their subject as cluster id; intervals from the clustered bootstrap of stats
 
     def __init__(self, rhos: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98), seeds: tuple[int, ...] = (0, 1),
                  p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), imagenet9_seeds: tuple[int, ...] = (0,),
@@ -254,15 +187,14 @@ class UnitCauses(Task):
                 clusters.append(s)
                 rows.append({"unit": unit["unit"], "top_cause": unit["top_cause"], **row, "words": exp.words(5)})
             per_subject[name] = {"layout": prepared.ground_truth[name]["layout"], "units": rows}
-        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed)
-
-        mean, rho = (cluster_bootstrap(kind, clusters, **boot) for kind in ("mean", "spearman"))
+        # units of one subject are explained well or badly together: the subject is their cluster
+        boot = dict(n_resamples=self.n_bootstrap, seed=prepared.seed, clusters=tuple(clusters))
         column = {k: np.asarray(v, float) for k, v in cols.items()}
         return Scored.of((
-            Estimate(_with_chance(TOP1, chance[1]), nanmean, (column["top1"],), interval=mean, **boot),
-            Estimate(_with_chance(TOP3, chance[3]), nanmean, (column["top3"],), interval=mean, **boot),
-            Estimate(RANK, nanmean, (column["rank"],), interval=mean, **boot),
-            Estimate(BACKGROUND, spearman, (column["bg_share"], column["bg_effect"]), interval=rho, **boot)),
+            Estimate(_with_chance(TOP1, chance[1]), nanmean, (column["top1"],), **boot),
+            Estimate(_with_chance(TOP3, chance[3]), nanmean, (column["top3"],), **boot),
+            Estimate(RANK, nanmean, (column["rank"],), **boot),
+            Estimate(BACKGROUND, spearman, (column["bg_share"], column["bg_effect"]), **boot)),
             per_subject)
 
 

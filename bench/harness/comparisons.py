@@ -68,11 +68,21 @@ class TaskRanking:
     excluded: Mapping[str, str]  # explainer -> why it could not be ranked
 
 
-def rank_task(results: Iterable[JobResult], metric: str | None = None, alpha: float = 0.05,
-              n_resamples: int = 2000) -> TaskRanking | None:
-    """Rank groups of one task's ok results on `metric` (default: the task's headline, its first
-    metric). Results without unit values, with an undefined value, or scored against other ground
-    truth than the majority are excluded with the reason."""
+@dataclass(frozen=True)
+class TaskValues:
+    """What a task's ranking is computed from: every rankable explainer's Replicated on one metric."""
+    task: str
+    metric: str
+    higher_is_better: bool
+    values: Mapping[str, stats.Replicated]  # explainer -> its replicated values on `metric`
+    excluded: Mapping[str, str]  # explainer -> why it could not be ranked
+    seed: int  # the run seed (the bootstrap's seed)
+
+
+def task_values(results: Iterable[JobResult], metric: str | None = None) -> TaskValues | None:
+    """The replicated values of one task's ok results on `metric` (default: the task's headline,
+    its first metric). Results without unit values, with an undefined value, or scored against
+    other ground truth than the majority are excluded with the reason."""
     rows = [r for r in results if r.status == "ok" and r.metrics]
     if not rows:
         return None
@@ -99,12 +109,22 @@ def rank_task(results: Iterable[JobResult], metric: str | None = None, alpha: fl
             excluded[r.explainer] = f"{metric} is undefined"
             continue
         values[r.explainer] = rep
-    if not values:
-        return TaskRanking(rows[0].task, metric, head.higher_is_better, {}, frozenset(), {}, excluded)
-    ranking = stats.rank_groups(values, higher_is_better=head.higher_is_better, alpha=alpha,
-                                n_resamples=n_resamples, seed=rows[0].seed)
-    return TaskRanking(rows[0].task, metric, head.higher_is_better, ranking.ranks, ranking.significant,
-                       ranking.comparisons, excluded)
+    return TaskValues(rows[0].task, metric, head.higher_is_better, values, excluded, rows[0].seed)
+
+
+def rank_task(results: Iterable[JobResult], metric: str | None = None, alpha: float = 0.05,
+              n_resamples: int = 2000) -> TaskRanking | None:
+    """Rank groups of one task's ok results on `metric` (default: the task's headline, its first
+    metric), from `task_values`."""
+    found = task_values(results, metric)
+    if found is None:
+        return None
+    if not found.values:
+        return TaskRanking(found.task, found.metric, found.higher_is_better, {}, frozenset(), {}, found.excluded)
+    ranking = stats.rank_groups(found.values, higher_is_better=found.higher_is_better, alpha=alpha,
+                                n_resamples=n_resamples, seed=found.seed)
+    return TaskRanking(found.task, found.metric, found.higher_is_better, ranking.ranks, ranking.significant,
+                       ranking.comparisons, found.excluded)
 
 
 def rank_all(results: Sequence[JobResult], alpha: float = 0.05) -> dict[str, TaskRanking]:

@@ -17,16 +17,20 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tabulate import tabulate
 
-from fexbench.core import registry, stats
+from fexbench.core import registry, stability, stats
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, read_results_dir
+from fexbench.harness import comparisons
 from fexbench.harness.comparisons import NotComparable, differing_ground_truth, replicated
 
 TIMING = "timing.json"
+# designs tried for rank stability; not 2: with a t quantile of 12.7 almost nothing is separated, so
+# groups are stable and uninformative
+STABILITY_CANDIDATES = (3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 40)
 
 
 def _is_method(result: JobResult) -> bool:
@@ -91,57 +95,125 @@ def _seconds_per_replicate(folder: Path, task: str, replicates: int) -> float | 
         return None
 
 
+def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: int, target: float, n_sim: int,
+                      max_replicates: int) -> dict[str, Any] | None:
+    """The projected rank-group stability of one task (fexbench.core.stability) at the pilot's
+    design, the configured one and every candidate design up to `max_replicates`, and the first
+    candidate whose P(near) reaches `target`."""
+    if len(values.values) < 2:
+        return None
+    try:
+        model = stability.joint_model(values.values, seed=values.seed)
+    except ValueError:
+        return None
+    if model.replicates < 2:
+        return None
+    designs = sorted({r for r in STABILITY_CANDIDATES if r <= max_replicates} | {max(3, pilot_r), max(3, design_r)})
+    curve = stability.stability_curve(model, designs, values.higher_is_better, n_sim=n_sim, seed=values.seed)
+    reached = stability.first_stable(curve, target)
+    as_dict = lambda s: {"replicates": s.replicates, "same": s.same, "near": s.near, "separated": s.separated}
+    return {"explainers": list(model.names), "pairs": curve[0].pairs, "target": target, "n_sim": n_sim,
+            "pilot_replicates": pilot_r, "design_replicates": design_r,
+            "curve": [as_dict(s) for s in curve], "reached": as_dict(reached) if reached else None}
+
+
 def report(folder: str | Path, target: float = 0.10, replicates: int | None = None,
-           max_replicates: int = 40, n_sim: int = 4000) -> tuple[str, dict[str, Any]]:
+           max_replicates: int = 40, n_sim: int = 4000, stability_target: float = 0.8,
+           stability_sims: int = 500) -> tuple[str, dict[str, Any]]:
     folder = Path(folder)
     results, problems = read_results_dir(folder)
     if not results:
         raise UsageError(f"{folder}: no readable results; run a pilot first: fexbench run --replicates 3 --out {folder}")
+    by_task: dict[str, list[JobResult]] = {}
+    for r in results:
+        by_task.setdefault(r.task, []).append(r)
     pairs = pair_powers(results, n_sim=n_sim)
-    if not pairs:
-        raise UsageError(f"{folder}: no pair of compared methods with two or more replicates and unit values; "
+    tasks = sorted(t for t, rows in by_task.items() if any(len(r.replicates or ()) >= 2 for r in rows))
+    if not tasks:
+        raise UsageError(f"{folder}: no task with two or more replicates and unit values; "
                          "run a pilot with --replicates 2 or more (schema-3 results)")
     lines, summary = [], {}
-    for task in sorted({p.task for p in pairs}):
+    for task in tasks:
         rows = [p for p in pairs if p.task == task]
-        pilot_r = rows[0].components.replicates
-        design_r = replicates or pilot_r
-        table = []
-        for p in rows:
-            c = p.components
-            table.append([f"{p.a} - {p.b}", f"{c.replicate:.4f}", f"{c.seed:.4f}" if c.seed_estimated else "(in replicate)",
-                          f"{c.unit:.4f} / n={c.units}", f"{math.sqrt(c.observed):.3f}" if math.isfinite(c.observed) else "n/a",
-                          _mdd(p.mdd_pilot), _mdd(p.mdd_pilot_simulated),
-                          _mdd(stats.minimum_detectable_difference(c, design_r))])
-        worst = max(rows, key=lambda p: stats.minimum_detectable_difference(p.components, design_r))
-        per_rep = _seconds_per_replicate(folder, task, pilot_r)
-        needed = next((r for r in range(2, max_replicates + 1)
-                       if stats.minimum_detectable_difference(worst.components, r) <= target), None)
-        lines.append(f"== {task}: {rows[0].metric} (pilot: {pilot_r} replicates, {worst.components.units} units each) ==")
-        lines.append(tabulate(table, headers=["pair (a - b)", "var replicate", "var seed", "var unit (per unit)",
-                                              "sd of replicate diff", f"MDD at R={pilot_r}", "MDD simulated",
-                                              f"MDD at R={design_r}"], tablefmt="simple", disable_numparse=True))
-        cost = f"; about {needed * per_rep:.0f} s of this task's compute at the pilot's cost per replicate " \
-               f"({per_rep:.0f} s)" if needed and per_rep else ""
-        if needed:
-            lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} needs {needed} replicates{cost}")
+        ranked = comparisons.task_values(by_task[task])
+        entry: dict[str, Any] = {}
+        if rows:
+            pilot_r = rows[0].components.replicates
+            entry, text = _pair_section(folder, task, rows, replicates or pilot_r, target, max_replicates)
+            lines.extend(text)
         else:
-            lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} is out of reach with up to "
-                         f"{max_replicates} replicates at this design (more units per replicate, or fewer methods' "
-                         f"noise, would be needed)")
+            pilot_r = max(len(r.replicates or ()) for r in by_task[task])
+            lines.append(f"== {task}: (pilot: {pilot_r} replicates; no pair of compared methods: "
+                         "oracles and controls only) ==")
+        design_r = replicates or pilot_r
+        stab = stability_summary(ranked, pilot_r, design_r, stability_target, stability_sims, max_replicates) \
+            if ranked else None
+        if stab is not None:
+            lines.extend(_stability_lines(stab, _seconds_per_replicate(folder, task, pilot_r)))
+            entry = {**entry, "rank_stability": stab}
         lines.append("")
-        summary[task] = {"metric": rows[0].metric, "pilot_replicates": pilot_r,
-                         "worst_pair": [worst.a, worst.b],
-                         "mdd_at_design": stats.minimum_detectable_difference(worst.components, design_r),
-                         "replicates_for_target": needed, "seconds_per_replicate": per_rep,
-                         "pairs": {f"{p.a} - {p.b}": {"replicate": p.components.replicate, "seed": p.components.seed,
-                                                      "unit": p.components.unit, "units": p.components.units,
-                                                      "mdd_pilot": p.mdd_pilot,
-                                                      "mdd_pilot_simulated": p.mdd_pilot_simulated}
-                                   for p in rows}}
+        summary[task] = {"metric": ranked.metric if ranked else None, "pilot_replicates": pilot_r, **entry}
     for problem in problems:
         lines.append(f"skipped: {problem}")
     return "\n".join(lines), summary
+
+
+def _pair_section(folder: Path, task: str, rows: Sequence[PairPower], design_r: int, target: float,
+                  max_replicates: int) -> tuple[dict[str, Any], list[str]]:
+    """The variance components and MDD table of one task's pairs of compared methods."""
+    pilot_r = rows[0].components.replicates
+    lines, table = [], []
+    for p in rows:
+        c = p.components
+        table.append([f"{p.a} - {p.b}", f"{c.replicate:.4f}", f"{c.seed:.4f}" if c.seed_estimated else "(in replicate)",
+                      f"{c.unit:.4f} / n={c.units}", f"{math.sqrt(c.observed):.3f}" if math.isfinite(c.observed) else "n/a",
+                      _mdd(p.mdd_pilot), _mdd(p.mdd_pilot_simulated),
+                      _mdd(stats.minimum_detectable_difference(c, design_r))])
+    worst = max(rows, key=lambda p: stats.minimum_detectable_difference(p.components, design_r))
+    per_rep = _seconds_per_replicate(folder, task, pilot_r)
+    needed = next((r for r in range(2, max_replicates + 1)
+                   if stats.minimum_detectable_difference(worst.components, r) <= target), None)
+    lines.append(f"== {task}: {rows[0].metric} (pilot: {pilot_r} replicates, {worst.components.units} units each) ==")
+    lines.append(tabulate(table, headers=["pair (a - b)", "var replicate", "var seed", "var unit (per unit)",
+                                          "sd of replicate diff", f"MDD at R={pilot_r}", "MDD simulated",
+                                          f"MDD at R={design_r}"], tablefmt="simple", disable_numparse=True))
+    cost = f"; about {needed * per_rep:.0f} s of this task's compute at the pilot's cost per replicate " \
+           f"({per_rep:.0f} s)" if needed and per_rep else ""
+    if needed:
+        lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} needs {needed} replicates{cost}")
+    else:
+        lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} is out of reach with up to "
+                     f"{max_replicates} replicates at this design (more units per replicate, or fewer methods' "
+                     f"noise, would be needed)")
+    entry = {"worst_pair": [worst.a, worst.b],
+             "mdd_at_design": stats.minimum_detectable_difference(worst.components, design_r),
+             "replicates_for_target": needed, "seconds_per_replicate": per_rep,
+             "pairs": {f"{p.a} - {p.b}": {"replicate": p.components.replicate, "seed": p.components.seed,
+                                          "unit": p.components.unit, "units": p.components.units,
+                                          "mdd_pilot": p.mdd_pilot,
+                                          "mdd_pilot_simulated": p.mdd_pilot_simulated}
+                       for p in rows}}
+    return entry, lines
+
+
+def _stability_lines(stab: Mapping[str, Any], per_rep: float | None) -> list[str]:
+    marks: dict[int, list[str]] = {}
+    for label, r in (("pilot", stab["pilot_replicates"]), ("design", stab["design_replicates"])):
+        marks.setdefault(r, []).append(label)
+    lines = [f"rank groups of {len(stab['explainers'])} explainers: projected chance that a re-run gives the same "
+             f"groups ({stab['n_sim']} simulated pairs of runs per design)"]
+    table = [[f"{s['replicates']}" + (f" ({', '.join(marks[s['replicates']])})" if s["replicates"] in marks else ""), f"{s['same']:.2f}", f"{s['near']:.2f}",
+              f"{s['separated']:.1f} of {stab['pairs']}"] for s in stab["curve"]]
+    lines.append(tabulate(table, headers=["replicates", "identical", "within one move", "pairs separated"],
+                          tablefmt="simple", disable_numparse=True))
+    reached = stab["reached"]
+    if reached:
+        cost = f", about {reached['replicates'] * per_rep:.0f} s of this task's compute" if per_rep else ""
+        lines.append(f"within one move >= {stab['target']:g} first at R={reached['replicates']}{cost}")
+    else:
+        lines.append(f"within one move >= {stab['target']:g} is reached at none of these designs: some differences "
+                     "sit near the detection limit at each of them")
+    return lines
 
 
 def _mdd(x: float) -> str:
@@ -155,6 +227,10 @@ def add_parser(sub: Any) -> None:
                    help="a results folder written with --replicates 2 or more (default: leaderboard/default)")
     p.add_argument("--target", type=float, default=0.10, help="the MDD to reach (default 0.10)")
     p.add_argument("--replicates", type=int, help="the design's replicates (default: the pilot's)")
+    p.add_argument("--stability-target", type=float, default=0.8,
+                   help="the chance that a re-run gives the same rank groups (within one move) to reach (default 0.8)")
+    p.add_argument("--stability-sims", type=int, default=500,
+                   help="simulated pairs of runs per design for rank stability (default 500)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_power)
 
@@ -162,6 +238,11 @@ def add_parser(sub: Any) -> None:
 def cmd_power(args: argparse.Namespace) -> int:
     if args.replicates is not None and args.replicates < 2:
         raise UsageError("--replicates must be 2 or more: one replicate cannot measure the spread between zoos")
-    text, summary = report(args.results, args.target, args.replicates)
+    if not 0 < args.stability_target <= 1:
+        raise UsageError(f"--stability-target must be in (0, 1], not {args.stability_target}")
+    if args.stability_sims < 10:
+        raise UsageError(f"--stability-sims must be 10 or more, not {args.stability_sims}")
+    text, summary = report(args.results, args.target, args.replicates, stability_target=args.stability_target,
+                           stability_sims=args.stability_sims)
     print(json.dumps(summary, indent=2, default=float) if args.json else text)
     return 0

@@ -120,13 +120,16 @@ def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
     """End to end on a tiny replicated run of the baselines (oracle, random, class-name)."""
     from fexbench.core.contract import Environment
     from fexbench.harness import cli
+    from fexbench.harness.leaderboard import markdown
     from fexbench.harness.runner import run
 
     tiny = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=100)
     out = tmp_path / "pilot"
-    run(["waterbirds-spurious"], ["oracle", "random", "class-name"],
-        Environment(cache_dir=tmp_path / "cache", out_dir=out, progress=False, replicates=3),
-        task_configs={"waterbirds-spurious": tiny}, log=lambda s: None)
+    results = run(["waterbirds-spurious"], ["oracle", "random", "class-name"],
+                  Environment(cache_dir=tmp_path / "cache", out_dir=out, progress=False, replicates=3),
+                  task_configs={"waterbirds-spurious": tiny}, log=lambda s: None)
+    note = next(line for line in markdown(results).splitlines() if line.startswith("What 3 replicates resolve"))
+    assert "identical rank groups with a projected chance of" in note
     assert cli.main(["power", str(out), "--stability-sims", "40", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)["waterbirds-spurious"]["rank_stability"]
     assert sorted(summary["explainers"]) == ["class-name", "oracle", "random"]

@@ -135,6 +135,13 @@ def overview(results: Iterable[JobResult], fmt: str = "simple",
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
+def _design_note(task_results: list[JobResult]) -> str | None:
+    """The task's "what this design resolves" paragraph (fexbench.harness.power), or None."""
+    from fexbench.harness.power import design_note  # imports scipy: only when a summary is written
+
+    return design_note(task_results)
+
+
 def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard", notes: Iterable[str] = ()) -> str:
     results = list(results)
     rankings = rank_all(results)
@@ -158,6 +165,9 @@ def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard", 
     for task, table in tables(results, fmt="github", rankings=rankings).items():
         parts += [f"## {clean(task, True)}", "", table, ""]
         ranking = rankings.get(task)
+        note = _design_note([r for r in results if r.task == task])
+        if note:
+            parts += [clean(note, True), ""]
         if ranking is not None and ranking.excluded:
             parts += ["Not ranked: " + "; ".join(f"{clean(e, True)} ({clean(why, True)})"
                                                  for e, why in sorted(ranking.excluded.items())), ""]

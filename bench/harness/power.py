@@ -246,3 +246,43 @@ def cmd_power(args: argparse.Namespace) -> int:
                            stability_sims=args.stability_sims)
     print(json.dumps(summary, indent=2, default=float) if args.json else text)
     return 0
+
+
+def design_note(task_results: Sequence[JobResult], n_sim: int = 200) -> str | None:
+    """One paragraph for a run's summary: what this design resolves on the task's headline metric
+    (the closed-form MDD of its pairs of compared methods at its own replicates, and the projected
+    chance that a re-run gives the same rank groups). None with fewer than 2 replicates."""
+    values = comparisons.task_values(task_results)
+    if values is None or len(values.values) < 2:
+        return None
+    rows = [r for r in task_results if r.status == "ok" and r.metrics and _is_method(r)]
+    mdds = []
+    for i, a in enumerate(sorted(rows, key=lambda r: r.explainer)):
+        for b in sorted(rows, key=lambda r: r.explainer)[i + 1:]:
+            if a.explainer in values.values and b.explainer in values.values:
+                try:
+                    comp = stats.pilot_components(values.values[a.explainer], values.values[b.explainer],
+                                                  seed=values.seed)
+                except ValueError:
+                    continue
+                if comp.replicates >= 2:
+                    mdds.append((stats.minimum_detectable_difference(comp, comp.replicates), a.explainer, b.explainer))
+    try:
+        model = stability.joint_model(values.values, seed=values.seed)
+    except ValueError:
+        return None
+    if model.replicates < 2:
+        return None
+    stab = stability.rank_stability(model, model.replicates, values.higher_is_better, n_sim=n_sim, seed=values.seed)
+    parts = [f"What {model.replicates} replicates resolve on {values.metric}:"]
+    finite = [m for m in mdds if math.isfinite(m[0])]
+    if finite:
+        worst = max(finite)
+        parts.append(f"the minimum detectable difference between two compared methods (80% power, paired t, 5%) "
+                     f"is {min(finite)[0]:.2f} to {worst[0]:.2f} ({worst[1]} vs {worst[2]} the hardest pair);")
+    parts.append(f"a re-run of the whole benchmark would give identical rank groups with a projected chance of "
+                 f"{stab.same:.2f}, and groups that differ by at most a move of one method to a neighbouring group "
+                 f"with {stab.near:.2f} (it separates {stab.separated:.1f} of {stab.pairs} pairs on average). "
+                 f"The command fexbench power prints the figures per pair and per design.")
+    return " ".join(parts)
+

@@ -332,3 +332,24 @@ def test_cache_files_follow_the_umask(clean):
     files = [p for p in (clean / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     files += list((clean / "out").rglob("*.json"))
     assert files and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~mask}
+
+
+def test_an_unreachable_ray_address_is_refused_at_once_naming_it():
+    """ray.init would wait on its own long timeout; fexbench checks the port first."""
+    import socket
+    import time
+
+    from fexbench.core.errors import UsageError
+    from fexbench.harness.executors import check_reachable
+
+    with socket.socket() as listening:  # a port that answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(UsageError, match=f"127.0.0.1:{port}"):  # closed now: refused
+        check_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    assert time.perf_counter() - start < 3
+    check_reachable("auto")  # left to Ray

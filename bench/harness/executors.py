@@ -26,6 +26,7 @@ still fails after its retries becomes an error row written by the driver.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -225,6 +226,22 @@ class _RemoteFailure(Exception):
     """A task's preparation failed on a worker; carries the worker's exception type name and message."""
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse at once a Ray address that does not answer: `ray.init` would wait on its own,
+    much longer, connection timeout. Only "host:port" and "ray://host:port" are checked ("auto"
+    and other forms are left to Ray)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} "
+                         f"(nothing answered on {host}:{port} within {timeout_s:g} s; is `ray start --head` "
+                         "running there, and is the port open?)") from None
+
+
 class RayExecutor:
     """The graph as Ray tasks on a running cluster (`address`) or a local one started here."""
 
@@ -238,6 +255,8 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return
+        if self.address:
+            check_reachable(self.address)
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:

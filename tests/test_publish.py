@@ -114,6 +114,8 @@ def test_task_page_has_definitions_scatter_and_provenance(site, run_dir):
     assert 'id="metric-spearman_reliance"' in page and 'href="#metric-spearman_reliance"' in page
     assert "Spearman(background score, measured flip rate)" in page  # the Metric's own description
     assert "scatter-waterbirds-spurious.svg" in page
+    assert "What 2 replicates resolve on spearman_reliance" in page  # the design's power and rank stability
+    assert "identical rank groups with a projected chance of" in page
     oracle = read_result(run_dir / "waterbirds-spurious" / "oracle.json")
     assert oracle.job_key in page and oracle.versions["fexbench"] in page
     assert next(iter(oracle.hashes.values())) in page and oracle.created in page

@@ -22,6 +22,7 @@ from fexbench.core.cache import atomic_write_text
 from fexbench.core.metrics import MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult
 from fexbench.harness.comparisons import TaskRanking, ground_truth_identity, rank_all
+from fexbench.harness.power import design_note
 from fexbench.harness.publish import plots
 from fexbench.harness.publish.assets import CSS, SORT_JS
 from fexbench.harness.publish.declared import declared
@@ -320,6 +321,7 @@ class BoardSite:
                    " below, and docs/tasks/", task, ".md in the fexbench repository.", class_="note"),
                 _table(headers, rows, id="task-table"),
                 el("p", "Not ranked: ", _excluded(task, ranking), class_="note") if excluded else None,
+                el("p", note, class_="note") if (note := design_note(rows_results)) else None,
                 el("section", el("h2", "Confidence intervals"), *figures),
                 el("section", el("h2", "Why the ranking: explanation against measured ground truth"), *scatter),
                 el("section", el("h2", "Definitions", id="definitions"), el("dl", *definitions, class_="defs"))]

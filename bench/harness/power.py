@@ -8,7 +8,10 @@ power and a two-sided 5% level, in closed form (noncentral t) and by simulation 
 components. A design is a number of replicates R (each its own world data and zoo) and explainer
 seeds S; its cost comes from the pilot's own timing (`timing.json`: preparation and job time per
 replicate). The command prints, per task, the components, the MDD of the pilot's design and of
-the configured one, and the cheapest design whose worst-pair MDD is at most the target.
+the configured one, and the cheapest design whose worst-pair MDD is at most the target; then the
+projected chance that a re-run gives the same rank groups (fexbench.core.stability) at each
+candidate number of replicates, and the first that reaches the stability target.
+`design_note` is the one-paragraph version of both that summary.md and the site show per task.
 """
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ from fexbench.core.lazymodule import lazy_module
 scipy_stats = lazy_module("scipy.stats")
 
 __all__ = ["JointModel", "Stability", "joint_model", "simulate_rankings", "rank_stability",
-           "rankings_agree", "stability_curve", "first_stable"]
+           "rankings_agree", "stability_curve", "first_stable",
+           "ranks_from_values"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,17 @@ def _p_values(draws: np.ndarray, pairs: Sequence[tuple[int, int]]) -> tuple[np.n
         p = 2 * scipy_stats.t.sf(np.abs(mean / se), r - 1)
     p = np.where(se == 0, np.where(mean == 0, 1.0, 0.0), p)
     return mean, p
+
+
+def ranks_from_values(values: np.ndarray, names: Sequence[str], higher_is_better: bool = True,
+                      alpha: float = 0.05) -> np.ndarray:
+    """Rank vector of one benchmark from its replicate values (R, E), with the rule of
+    `stats.rank_groups` for two or more replicates (paired t over replicates, Holm)."""
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    diffs, ps = _p_values(np.asarray(values, float)[None], pairs)
+    ranks, _, _ = stats.ranks_from_tests(list(names), [(names[a], names[b]) for a, b in pairs], diffs[0], ps[0],
+                                         higher_is_better, alpha)
+    return np.array([ranks[n] for n in names])
 
 
 def simulate_rankings(model: JointModel, replicates: int, higher_is_better: bool = True, n_sim: int = 500,

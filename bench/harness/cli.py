@@ -254,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_parser(sub)
     p_list = sub.add_parser("list", help="list tasks (with metrics) and explainers")
     p_list.set_defaults(func=cmd_list)
-    from fexbench.harness import check, compare  # their commands live in their own modules
+    from fexbench.harness import agreement, check, compare  # their commands live in their own modules
     check.add_parser(sub)
     compare.add_parser(sub)
+    agreement.add_parser(sub)
     return parser
 
 

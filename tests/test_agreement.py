@@ -63,3 +63,18 @@ def test_ranks_from_values_is_the_boards_rule():
                 for j, n in enumerate(names)}
         board = stats.rank_groups(reps, higher_is_better=False, n_resamples=50).ranks
         assert stability.ranks_from_values(values, names, higher_is_better=False).tolist() == [board[n] for n in names]
+
+
+def test_power_pools_independent_runs_into_one_pilot(two_runs, tmp_path, capsys):
+    assert cli.main(["power", *map(str, two_runs), "--stability-sims", "20", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)[TASK]
+    assert summary["pilot_replicates"] == 4  # 2 replicates from each run
+    assert "4 (pilot, design)" in [f"{c['replicates']} (pilot, design)" for c in summary["rank_stability"]["curve"]]
+    assert cli.main(["power", str(two_runs[0]), str(two_runs[0])]) == 2  # the same run twice
+    assert "share ground truth" in capsys.readouterr().err
+    other = tmp_path / "other-design"  # another design (more epochs) does not pool
+    run([TASK], ["oracle", "random", "class-name"],
+        Environment(cache_dir=tmp_path / "cache", out_dir=other, progress=False, replicates=2, seed=2),
+        task_configs={TASK: {**TINY, "epochs": 3}}, log=lambda s: None)
+    assert cli.main(["power", str(two_runs[0]), str(other)]) == 2
+    assert "config.task differs" in capsys.readouterr().err

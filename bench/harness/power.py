@@ -16,6 +16,7 @@ candidate number of replicates, and the first that reaches the stability target.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -120,13 +121,60 @@ def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: in
             "curve": [as_dict(s) for s in curve], "reached": as_dict(reached) if reached else None}
 
 
-def report(folder: str | Path, target: float = 0.10, replicates: int | None = None,
+POOL_KEYS = ("task", "explainer", "code_versions", "replicates")  # must agree for runs to pool as one pilot
+
+
+def pool_runs(per_run: Sequence[Sequence[JobResult]], folders: Sequence[str | Path]) -> list[JobResult]:
+    """Several runs of one design (different run seeds) as one pilot: per (task, explainer), the
+    results' replicates and per-unit values concatenated, replicates re-indexed. Runs must agree on
+    the task and explainer options, code versions and replicates per run (UsageError naming the
+    field), and must not share ground truth (the same run twice would fake agreement)."""
+    groups: dict[tuple[str, str], list[tuple[int, JobResult]]] = {}
+    for k, results in enumerate(per_run):
+        for r in results:
+            if r.status == "ok" and r.unit_values:
+                groups.setdefault((r.task, r.explainer), []).append((k, r))
+    pooled = []
+    for (task, explainer), rows in sorted(groups.items()):
+        if len(rows) < len(per_run):
+            continue  # not in every run: left out
+        first = rows[0][1]
+        for k, r in rows[1:]:
+            for key in POOL_KEYS:
+                if r.config.get(key) != first.config.get(key):
+                    raise UsageError(f"{task}/{explainer}: config.{key} differs between {folders[0]} and {folders[k]}: "
+                                     "runs pool only when they share the design (only the run seed may differ)")
+            if comparisons.ground_truth_identity(r) == comparisons.ground_truth_identity(first):
+                raise UsageError(f"{task}/{explainer}: {folders[0]} and {folders[k]} share ground truth (the same "
+                                 "data and weights): pool independent runs, e.g. other --seed")
+        reps = [rep for _, r in rows for rep in (r.replicates or ({"index": 0, "hashes": r.hashes},))]
+        reps = tuple({**rep, "index": i} for i, rep in enumerate(reps))
+        values = {}
+        for metric in first.unit_values:
+            entries = [r.unit_values.get(metric) for _, r in rows]
+            if any(e is None for e in entries):
+                continue
+            merged = {**entries[0], "replicates": [x for e in entries for x in e["replicates"]]}
+            if any("clusters" in e for e in entries):
+                merged["clusters"] = [c for e in entries for c in (e.get("clusters") or [None] * len(e["replicates"]))]
+            values[metric] = merged
+        pooled.append(dataclasses.replace(first, replicates=reps, unit_values=values))
+    return pooled
+
+
+def report(folder: str | Path | Sequence[str | Path], target: float = 0.10, replicates: int | None = None,
            max_replicates: int = 40, n_sim: int = 4000, stability_target: float = 0.8,
            stability_sims: int = 500) -> tuple[str, dict[str, Any]]:
-    folder = Path(folder)
-    results, problems = read_results_dir(folder)
-    if not results:
-        raise UsageError(f"{folder}: no readable results; run a pilot first: fexbench run --replicates 3 --out {folder}")
+    folders = [Path(folder)] if isinstance(folder, (str, Path)) else [Path(f) for f in folder]
+    per_run, problems = [], []
+    for f in folders:
+        found, trouble = read_results_dir(f)
+        if not found:
+            raise UsageError(f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}")
+        per_run.append(found)
+        problems += trouble
+    results = per_run[0] if len(folders) == 1 else pool_runs(per_run, folders)
+    folder = folders[0]  # timing.json: the first run's cost per replicate
     by_task: dict[str, list[JobResult]] = {}
     for r in results:
         by_task.setdefault(r.task, []).append(r)
@@ -226,8 +274,9 @@ def _mdd(x: float) -> str:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("power", help="variance components and the minimum detectable difference of a design, "
                                      "from a pilot run with replicates")
-    p.add_argument("results", nargs="?", default="leaderboard/default",
-                   help="a results folder written with --replicates 2 or more (default: leaderboard/default)")
+    p.add_argument("results", nargs="*", default=["leaderboard/default"],
+                   help="a results folder written with --replicates 2 or more (default: leaderboard/default); "
+                        "several runs of one design with different seeds are pooled into one pilot")
     p.add_argument("--target", type=float, default=0.10, help="the MDD to reach (default 0.10)")
     p.add_argument("--replicates", type=int, help="the design's replicates (default: the pilot's)")
     p.add_argument("--stability-target", type=float, default=0.8,

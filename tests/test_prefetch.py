@@ -144,3 +144,55 @@ def test_outputs_do_not_depend_on_the_thread_count(model, small_clip):
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_ctrl_c_with_the_helper_running_ends_the_run_and_every_process_at_once(tmp_path):
+    """SIGINT to the run's process group while the helper trains a zoo: exit status 130 within
+    seconds, one line, and no helper or zoo worker left (a first version hung here)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[tasks.waterbirds-spurious]\n"
+        "rhos = [0.5, 0.9]\nseeds = [0]\nn_train = 200\nn_probe = 80\nn_test = 80\nepochs = 1\nn_bootstrap = 50\n"
+        "[tasks.imagenet9-background]\n"  # the helper's work ahead: long enough to be interrupted
+        "p_natives = [0.0, 0.5, 1.0]\nseeds = [0, 1]\nn_train = 3000\nn_probe = 270\nn_test = 450\nepochs = 8\n")
+    launcher = tmp_path / "launch.py"  # a file: spawned processes start from the main module's file
+    launcher.write_text("import sys\nimport fexbench.harness.prefetch as p\n\nif __name__ == '__main__':\n"
+                        "    p.COLD_PREPARE_S = 0.0  # the tiny first task prepares fast even cold\n"
+                        "    from fexbench.harness.cli import main\n    sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen(
+        [sys.executable, str(launcher), "run", "--config", str(config), "--tasks",
+         "waterbirds-spurious,imagenet9-background", "--explainers", "random", "--replicates", "1", "--threads", "2",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        run_process, family, deadline = psutil.Process(proc.pid), [], time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:  # wait for the helper's zoo workers
+            family = run_process.children(recursive=True)
+            if any(c.ppid() != proc.pid for c in family):  # a grandchild: the helper's own worker
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and any(c.ppid() != proc.pid for c in family), "the helper never trained a zoo"
+        time.sleep(1.0)
+        family = run_process.children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        start = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out[-2000:]
+        assert time.monotonic() - start < 15
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert lines[-1].startswith("fexbench: interrupted"), out[-2000:]  # one line, then nothing
+        assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-2000:]  # not from any worker
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -39,6 +39,7 @@ Item = tuple  # ("prepare", task, options, replicate) or ("resource", name)
 # The helper starts once the run's first preparation is done, and only if that took this long: a
 # warm one reads the cache in about a second, and then a second process would only compete.
 COLD_PREPARE_S = 3.0
+INTERRUPT_GRACE_S = 2.0  # how long an interrupted run waits for the helper to leave before killing it
 
 
 def work_ahead(graph: Any) -> list[Item]:
@@ -304,8 +305,9 @@ class Prefetcher:
         torn); the cache is safe, every write being atomic and locked."""
         import shutil
 
-        if not interrupted:
-            self.process.join(timeout=0.5)
+        # Interrupted, the helper has had Ctrl-C too (same process group) and leaves by itself in a
+        # moment, releasing what it holds (no "leaked semaphore" warnings); otherwise it is killed.
+        self.process.join(timeout=INTERRUPT_GRACE_S if interrupted else 0.5)
         if self.process.is_alive():
             self._kill_tree()
         else:

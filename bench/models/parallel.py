@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.util
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -35,6 +37,17 @@ def workers_for(env: Any, jobs: int) -> int:
 def _init_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+    # Ctrl-C reaches the whole process group: a worker leaves at once and silently (no traceback
+    # per worker under the run's one line); the run, or the prefetch helper, reports the interrupt.
+    signal.signal(signal.SIGINT, _leave)
+
+
+def _leave(signum: int, frame: Any) -> None:
+    """Exit now, as a kill would: cache writes are atomic and file locks die with the process. The
+    finalizers run first so that the worker's own semaphores (tqdm's lock) are released and the
+    resource tracker has nothing to warn about."""
+    multiprocessing.util._run_finalizers(0)
+    os._exit(128 + signum)
 
 
 def build_in_parallel(jobs: Sequence[Callable[[], Any]], workers: int, log: Callable[[str], None] | None = None) -> int:
@@ -52,14 +65,18 @@ def build_in_parallel(jobs: Sequence[Callable[[], Any]], workers: int, log: Call
     try:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-            futures = [pool.submit(job) for job in jobs]
-            for future in as_completed(futures):
-                try:
-                    future.result()
-                    done += 1
-                except Exception as exc:  # noqa: BLE001 - the sequential path will raise it properly
-                    print(f"fexbench: a worker could not build a subject ({type(exc).__name__}: {exc}); "
-                          "it is built in the main process instead", file=sys.stderr)
+            try:
+                futures = [pool.submit(job) for job in jobs]
+                for future in as_completed(futures):
+                    try:
+                        future.result()
+                        done += 1
+                    except Exception as exc:  # noqa: BLE001 - the sequential path will raise it properly
+                        print(f"fexbench: a worker could not build a subject ({type(exc).__name__}: {exc}); "
+                              "it is built in the main process instead", file=sys.stderr)
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)  # its workers have left (_leave)
+                raise
     except (OSError, RuntimeError) as exc:  # no processes on this platform: train sequentially
         print(f"fexbench: worker processes unavailable ({exc}); training sequentially", file=sys.stderr)
     return done

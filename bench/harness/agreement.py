@@ -138,8 +138,8 @@ def check(folders: Sequence[str | Path], seed: int = 0) -> list[TaskAgreement]:
 
 def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[str, dict[str, Any], bool]:
     found = check(folders)
-    lines: list[str] = [f"runs: " + ", ".join(f"{k + 1} = {f}" for k, f in enumerate(folders)), ""]
-    ok, covered, cells = True, 0, 0
+    lines: list[str] = ["runs: " + ", ".join(f"{k + 1} = {f}" for k, f in enumerate(folders)), ""]
+    covered, cells = 0, 0
     summary: dict[str, Any] = {"runs": [str(f) for f in folders], "tasks": {}}
     for a in found:
         table = [[m, *[str(rk[m]) for rk in a.ranks]] for m in a.methods]
@@ -150,7 +150,6 @@ def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[st
                     + ("identical" if p["same"] else "within one move" if p["near"] else "differ by more than one move")
                     for p in a.pairs]
         lines.append("rank groups: " + "; ".join(verdicts))
-        ok &= all(p["near"] for p in a.pairs)
         lines.append("significant differences reversed: " + ("; ".join(a.reversals) if a.reversals else "none"))
         if a.cells:
             lines.append(f"a run's value inside another run's 95% interval: {a.covered}/{a.cells}"
@@ -165,10 +164,12 @@ def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[st
                                     "reversals": a.reversals, "covered": a.covered, "cells": a.cells,
                                     "misses": a.misses, "splits": a.splits}
     coverage = covered / cells if cells else math.nan
-    ok &= cells > 0 and coverage >= min_coverage
-    lines.append(f"overall: rank groups {'agree within one move on every task' if all(p['near'] for a in found for p in a.pairs) else 'differ by more than one move on some task'}; "
-                 f"coverage {covered}/{cells} = {coverage:.1%} (required {min_coverage:.0%}); "
-                 + ("the runs replicate" if ok else "the runs do not replicate by this criterion"))
+    groups_agree = all(p["near"] for a in found for p in a.pairs)
+    ok = groups_agree and cells > 0 and coverage >= min_coverage
+    groups = "agree within one move on every task" if groups_agree else "differ by more than one move on some task"
+    verdict = "the runs replicate" if ok else "the runs do not replicate by this criterion"
+    lines.append(f"overall: rank groups {groups}; coverage {covered}/{cells} = {coverage:.1%} "
+                 f"(required {min_coverage:.0%}); {verdict}")
     summary.update({"covered": covered, "cells": cells, "coverage": coverage, "replicates": ok})
     return "\n".join(lines), summary, ok
 

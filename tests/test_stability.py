@@ -2,7 +2,6 @@
 model, and tells separated, tied and borderline methods apart; `fexbench power` prints it."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
 

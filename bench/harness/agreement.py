@@ -38,6 +38,7 @@ MAX_SPLITS = 2000  # pairs of disjoint replicate sets ranked per task (all of th
 
 @dataclass
 class TaskAgreement:
+    """What the runs say about one task's headline metric (the methods every run scored)."""
     task: str
     metric: str
     methods: list[str]
@@ -86,6 +87,9 @@ def _splits(values_per_run: list[dict[str, Any]], methods: list[str], higher_is_
 
 
 def check(folders: Sequence[str | Path], seed: int = 0) -> list[TaskAgreement]:
+    """Per task shared by all runs: the runs' rank groups, their agreement, reversals, cross-run
+    coverage and the agreement of disjoint sets of pooled replicates. UsageError for a folder
+    without results, runs that share no task, or two runs with the same ground truth."""
     runs = []
     for folder in folders:
         results, _ = read_results_dir(folder)
@@ -137,6 +141,8 @@ def check(folders: Sequence[str | Path], seed: int = 0) -> list[TaskAgreement]:
 
 
 def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[str, dict[str, Any], bool]:
+    """The printed report, the same figures as a dict, and whether the runs replicate (every pair
+    of runs within one move on every task, and coverage at least `min_coverage`)."""
     found = check(folders)
     lines: list[str] = ["runs: " + ", ".join(f"{k + 1} = {f}" for k, f in enumerate(folders)), ""]
     covered, cells = 0, 0
@@ -175,6 +181,7 @@ def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[st
 
 
 def add_parser(sub: Any) -> None:
+    """Register `fexbench agreement`."""
     p = sub.add_parser("agreement", help="do independent runs of one design (different seeds) give the same rank "
                                          "groups and values? exit 1 if not")
     p.add_argument("runs", nargs="+", help="two or more result folders of the same design, different run seeds")
@@ -186,6 +193,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
+    """Exit 0 when the runs replicate, 1 when they do not (2, via the CLI, for bad input)."""
     if len(args.runs) < 2:
         raise UsageError("agreement needs two or more result folders")
     for folder in args.runs:

@@ -69,11 +69,13 @@ def _splits(values_per_run: list[dict[str, Any]], methods: list[str], higher_is_
     n = pooled.shape[0]
     if r < 2 or n < 2 * r or not np.all(np.isfinite(pooled)):
         return None
-    firsts = list(itertools.combinations(range(n), r))
-    pairs = [(a, b) for a in firsts for b in itertools.combinations([i for i in range(n) if i not in a], r) if a < b]
-    if len(pairs) > MAX_SPLITS:
+    if math.comb(n, r) * math.comb(n - r, r) // 2 <= MAX_SPLITS:  # every pair of disjoint sets
+        pairs = [(a, b) for a in itertools.combinations(range(n), r)
+                 for b in itertools.combinations([i for i in range(n) if i not in a], r) if a < b]
+    else:  # too many to enumerate: random pairs of disjoint sets
         rng = np.random.default_rng(seed)
-        pairs = [pairs[i] for i in rng.choice(len(pairs), MAX_SPLITS, replace=False)]
+        draws = [rng.permutation(n)[:2 * r] for _ in range(MAX_SPLITS)]
+        pairs = [(tuple(sorted(d[:r].tolist())), tuple(sorted(d[r:].tolist()))) for d in draws]
     memo: dict[tuple[int, ...], np.ndarray] = {}
 
     def ranks(rows: tuple[int, ...]) -> np.ndarray:

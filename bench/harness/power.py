@@ -99,18 +99,25 @@ def _seconds_per_replicate(folder: Path, task: str, replicates: int) -> float | 
         return None
 
 
-def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: int, target: float, n_sim: int,
-                      max_replicates: int) -> dict[str, Any] | None:
-    """The projected rank-group stability of one task (fexbench.core.stability) at the pilot's
-    design, the configured one and every candidate design up to `max_replicates`, and the first
-    candidate whose P(near) reaches `target`."""
+def _stability_model(values: comparisons.TaskValues) -> stability.JointModel | None:
+    """The task's joint model for the stability projection, or None: fewer than two rankable
+    methods, a method undefined in some replicate, or a single replicate."""
     if len(values.values) < 2:
         return None
     try:
         model = stability.joint_model(values.values, seed=values.seed)
     except ValueError:
         return None
-    if model.replicates < 2:
+    return model if model.replicates >= 2 else None
+
+
+def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: int, target: float, n_sim: int,
+                      max_replicates: int) -> dict[str, Any] | None:
+    """The projected rank-group stability of one task (fexbench.core.stability) at the pilot's
+    design, the configured one and every candidate design up to `max_replicates`, and the first
+    candidate whose P(near) reaches `target`."""
+    model = _stability_model(values)
+    if model is None:
         return None
     designs = sorted({r for r in STABILITY_CANDIDATES if r <= max_replicates} | {max(3, pilot_r), max(3, design_r)})
     curve = stability.stability_curve(model, designs, values.higher_is_better, n_sim=n_sim, seed=values.seed)
@@ -319,11 +326,8 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 200) -> str | No
                     continue
                 if comp.replicates >= 2:
                     mdds.append((stats.minimum_detectable_difference(comp, comp.replicates), a.explainer, b.explainer))
-    try:
-        model = stability.joint_model(values.values, seed=values.seed)
-    except ValueError:
-        return None
-    if model.replicates < 2:
+    model = _stability_model(values)
+    if model is None:
         return None
     stab = stability.rank_stability(model, model.replicates, values.higher_is_better, n_sim=n_sim, seed=values.seed)
     parts = [f"What {model.replicates} replicates resolve on {values.metric}:"]

@@ -139,3 +139,12 @@ def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
     assert "projected chance that a re-run gives the same groups" in text and "3 (pilot, design)" in text
     assert cli.main(["power", str(out), "--stability-target", "1.5"]) == 2
     assert "--stability-target" in capsys.readouterr().err
+
+
+def test_the_projection_does_not_depend_on_the_order_of_the_methods():
+    """The summary's note and `fexbench power` read the same results in different orders."""
+    rng = np.random.default_rng(5)
+    values = _replicated(rng.normal([[0.2], [0.25], [0.6]], 0.2, size=(3, 3, 30)))
+    reordered = dict(reversed(list(values.items())))
+    a, b = (stability.rank_stability(stability.joint_model(v, n_resamples=200), 3, n_sim=100) for v in (values, reordered))
+    assert a == b

@@ -81,7 +81,7 @@ def joint_model(values: Mapping[str, stats.Replicated], n_resamples: int = 1000,
 
     Methods whose value is undefined in any replicate are refused (ValueError naming them): the
     model needs every method in every replicate."""
-    names = tuple(values)
+    names = tuple(sorted(values))  # the same simulated draws whatever order the methods come in
     if len(names) < 2:
         raise ValueError("rank stability needs two or more methods")
     first = values[names[0]]

@@ -307,7 +307,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
-def design_note(task_results: Sequence[JobResult], n_sim: int = 200) -> str | None:
+def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | None:
     """One paragraph for a run's summary: what this design resolves on the task's headline metric
     (the closed-form MDD of its pairs of compared methods at its own replicates, and the projected
     chance that a re-run gives the same rank groups). None with fewer than 2 replicates."""

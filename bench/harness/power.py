@@ -59,6 +59,9 @@ class PairPower:
 
 
 def pair_powers(results: Sequence[JobResult], n_sim: int = 4000) -> list[PairPower]:
+    """Per task, every pair of compared methods on the headline metric: the paired difference's
+    variance components and its MDD at the pilot's replicates, in closed form and (n_sim > 0)
+    checked by simulation (NaN with n_sim = 0)."""
     by_task: dict[str, list[JobResult]] = {}
     for r in results:
         if r.status == "ok" and r.metrics and _is_method(r):
@@ -84,7 +87,7 @@ def pair_powers(results: Sequence[JobResult], n_sim: int = 4000) -> list[PairPow
                 r = comp.replicates
                 out.append(PairPower(task, metric, a.explainer, b.explainer, comp,
                                      stats.minimum_detectable_difference(comp, r),
-                                     stats.simulate_mdd(comp, r, n_sim=n_sim, seed=a.seed)))
+                                     stats.simulate_mdd(comp, r, n_sim=n_sim, seed=a.seed) if n_sim else math.nan))
     return out
 
 
@@ -314,18 +317,7 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | No
     values = comparisons.task_values(task_results)
     if values is None or len(values.values) < 2:
         return None
-    rows = [r for r in task_results if r.status == "ok" and r.metrics and _is_method(r)]
-    mdds = []
-    for i, a in enumerate(sorted(rows, key=lambda r: r.explainer)):
-        for b in sorted(rows, key=lambda r: r.explainer)[i + 1:]:
-            if a.explainer in values.values and b.explainer in values.values:
-                try:
-                    comp = stats.pilot_components(values.values[a.explainer], values.values[b.explainer],
-                                                  seed=values.seed)
-                except ValueError:
-                    continue
-                if comp.replicates >= 2:
-                    mdds.append((stats.minimum_detectable_difference(comp, comp.replicates), a.explainer, b.explainer))
+    mdds = [(p.mdd_pilot, p.a, p.b) for p in pair_powers(task_results, n_sim=0)]  # closed form only
     model = _stability_model(values)
     if model is None:
         return None

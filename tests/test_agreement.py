@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from fexbench.core import stability, stats
+from fexbench.analysis import stability
+from fexbench.core import stats
 from fexbench.core.contract import Environment
 from fexbench.core.metrics import nanmean
 from fexbench.core.results import read_results_dir
-from fexbench.harness import cli
-from fexbench.harness.comparisons import rank_task
+from fexbench import cli
+from fexbench.analysis.comparisons import rank_task
 from fexbench.harness.runner import run
 
 TASK = "waterbirds-spurious"

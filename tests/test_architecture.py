@@ -220,7 +220,7 @@ class FailsToPrepare(Versioned):
 
 
 def test_a_task_that_fails_to_prepare_gives_error_rows_and_the_run_goes_on(tmp_path):
-    from fexbench.harness.cli import main
+    from fexbench.cli import main
 
     registry.register_task("fails", FailsToPrepare)
     registry.register_task("versioned", Versioned)

@@ -165,15 +165,15 @@ def test_random_is_stochastic_and_varies_with_seed():
 
 def test_cli_reports_each_check_and_exits_1_on_failure(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    ok = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "check-explainer", "class-name",
+    ok = subprocess.run([sys.executable, "-m", "fexbench.cli", "check-explainer", "class-name",
                          "--cache-dir", str(CACHE)], capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "7/7 checks passed" in ok.stdout and "per target" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "check-explainer",
+    bad = subprocess.run([sys.executable, "-m", "fexbench.cli", "check-explainer",
                           "test_check_explainer:PeeksAtGroundTruth", "--cache-dir", str(CACHE)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FAIL no_ground_truth" in bad.stdout
-    unknown = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "check-explainer", "nope",
+    unknown = subprocess.run([sys.executable, "-m", "fexbench.cli", "check-explainer", "nope",
                               "--cache-dir", str(CACHE)], capture_output=True, text=True, env=env, timeout=300)
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr

@@ -13,7 +13,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from fexbench.core import registry
-from fexbench.harness import cli
+from fexbench import cli
 
 TINY = """
 [run]
@@ -104,7 +104,7 @@ def test_list_and_help_do_not_import_torch(tmp_path):
     """`fexbench --help` never, and `fexbench list` once its listing is cached, import torch,
     transformers or open_clip (they cost seconds)."""
     env = {**os.environ, "FEXBENCH_LIST_CACHE": str(tmp_path / "list.json"), "OMP_NUM_THREADS": "1"}
-    check = ("import sys\nfrom fexbench.harness.cli import main\ntry:\n    rc = main({argv})\n"
+    check = ("import sys\nfrom fexbench.cli import main\ntry:\n    rc = main({argv})\n"
              "except SystemExit as exc:\n    rc = exc.code\n"
              "print('HEAVY', [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules])\nsys.exit(rc)")
     subprocess.run([sys.executable, "-c", check.format(argv=["list"])], env=env, check=True, capture_output=True)
@@ -147,14 +147,16 @@ def test_ctrl_c_ends_in_one_line_with_status_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_list", interrupted)
+    from fexbench.cli import ls
+
+    monkeypatch.setattr(ls, "cmd_list", interrupted)
     assert cli.main(["list"]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
 
 
 def test_equal_weights_are_drawn_at_equal_sizes():
-    from fexbench.harness.wordcloud_png import cloud_layout
+    from fexbench.report.wordcloud_png import cloud_layout
 
     weights = {f"word{i}": 1.0 for i in range(30)} | {f"big{i}": 3.0 for i in range(5)}
     sizes = {word: size for (word, _), size, *_ in cloud_layout(weights, 640, 360).layout_}
@@ -165,7 +167,7 @@ def test_equal_weights_are_drawn_at_equal_sizes():
 
 
 def test_the_cloud_title_states_the_measured_ground_truth():
-    from fexbench.harness.wordcloud_png import cloud_title
+    from fexbench.report.wordcloud_png import cloud_title
 
     title = cloud_title("falcon", "cnn-rho0.95-s0", "round", "waterbirds-spurious",
                         {"rho": 0.95, "reliance": 0.9512, "biased": True, "per_class": [1, 2]})

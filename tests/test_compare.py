@@ -8,8 +8,8 @@ import json
 import pytest
 
 from fexbench.core import registry
-from fexbench.harness.cli import main
-from fexbench.harness.compare import compare_runs
+from fexbench.cli import main
+from fexbench.analysis.compare import compare_runs
 from fexbench.harness.runner import Environment, run, run_job
 
 TASK = "imagenet9-background"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fexbench.core import registry
-from fexbench.harness.cli import main
+from fexbench.cli import main
 from fexbench.harness.config import ConfigError, RunSection, default_config, load_config, looks_local
 from fexbench.core.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from fexbench.core.metrics import Metric, MetricValue

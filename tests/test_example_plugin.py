@@ -26,7 +26,7 @@ def site(tmp_path_factory):
 def fexbench(site: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "FEXBENCH_CHECK_CACHE": str(CACHE / "check")}
-    return subprocess.run([sys.executable, "-m", "fexbench.harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fexbench.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=site)
 
 

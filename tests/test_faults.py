@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from fexbench.core.cache import build_lock, sweep_stale_temps
 from fexbench.core.results import read_result, read_results_dir
-from fexbench.harness.cli import main
+from fexbench.cli import main
 
 TASK = "waterbirds-spurious"
 TINY = {"rhos": [0.5, 0.98], "seeds": [0], "n_train": 200, "n_probe": 60, "n_test": 80, "epochs": 1}

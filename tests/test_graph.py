@@ -15,7 +15,7 @@ import pytest
 from fexbench.core import registry
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, write_result
-from fexbench.harness import cli
+from fexbench import cli
 from fexbench.harness.executors import LocalExecutor, make_executor
 from fexbench.harness.graph import JobGraph, Node, build_graph, check_order
 from fexbench.harness.plan import critical_path, make_plan, schedule
@@ -132,7 +132,7 @@ def cli_run(config: Path, root: Path, *flags: str) -> float:
     """A cold `fexbench run` in a fresh process (as a user runs it); its printed wall time."""
     # --threads 1: no worker processes for the zoo, whose start-up cost (a few seconds) does not
     # scale with replicates and would dominate a run this small
-    out = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "run", "--config", str(config), "--quiet",
+    out = subprocess.run([sys.executable, "-m", "fexbench.cli", "run", "--config", str(config), "--quiet",
                           "--out", str(root / "out"), "--cache-dir", str(root / "cache"), "--threads", "1", *flags],
                          capture_output=True, text=True, timeout=600, check=True).stdout
     return float(re.search(r"wall time: ([0-9.]+)s", out).group(1))

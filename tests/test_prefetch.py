@@ -165,7 +165,7 @@ def test_ctrl_c_with_the_helper_running_ends_the_run_and_every_process_at_once(t
     launcher = tmp_path / "launch.py"  # a file: spawned processes start from the main module's file
     launcher.write_text("import sys\nimport fexbench.harness.prefetch as p\n\nif __name__ == '__main__':\n"
                         "    p.COLD_PREPARE_S = 0.0  # the tiny first task prepares fast even cold\n"
-                        "    from fexbench.harness.cli import main\n    sys.exit(main(sys.argv[1:]))\n")
+                        "    from fexbench.cli import main\n    sys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.Popen(
         [sys.executable, str(launcher), "run", "--config", str(config), "--tasks",
          "waterbirds-spurious,imagenet9-background", "--explainers", "random", "--replicates", "1", "--threads", "2",

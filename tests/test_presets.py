@@ -28,7 +28,7 @@ def test_presets_are_package_data_and_validate():
 
 
 def test_unknown_preset_is_one_clear_line(capsys):
-    from fexbench.harness.cli import main
+    from fexbench.cli import main
     assert main(["run", "--preset", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'nope'" in err and "smoke" in err
@@ -46,7 +46,7 @@ def test_config_can_start_from_a_preset(tmp_path):
 @pytest.mark.slow
 def test_smoke_preset_runs_every_task_and_metric(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "fexbench.harness.cli", "run", "--preset", "smoke", "--quiet",
+    out = subprocess.run([sys.executable, "-m", "fexbench.cli", "run", "--preset", "smoke", "--quiet",
                           "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -15,9 +15,10 @@ import pytest
 
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.results import canonical_digest, read_result, read_results_dir
-from fexbench.harness.cli import main  # the CLI as a user calls it
-from fexbench.harness.publish import PublishError, publish
-from fexbench.harness.publish.browser import find_chromium
+from fexbench.cli import main  # the CLI as a user calls it
+from fexbench.report.merge import PublishError
+from fexbench.report.site import publish
+from fexbench.report.browser import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,7 +206,7 @@ def browser():
     if find_chromium() is None:
         pytest.skip("chromium/chromedriver not found (apt-get install -y chromium chromium-driver)")
     pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
-    from fexbench.harness.publish.browser import start
+    from fexbench.report.browser import start
 
     driver = start()
     yield driver

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fexbench.harness import cli
+from fexbench import cli
 from fexbench.core.cache import file_sha256
 from fexbench.resources.captioner import torch_threads
 from fexbench.data.concepts import content_words

@@ -9,7 +9,7 @@ import pytest
 from fexbench.core import stats
 from fexbench.core.contract import Environment
 from fexbench.core.results import read_result, result_path
-from fexbench.harness.comparisons import compare_results, rank_task, replicated
+from fexbench.analysis.comparisons import compare_results, rank_task, replicated
 from fexbench.harness.runner import run
 
 TASK = "waterbirds-spurious"
@@ -82,7 +82,7 @@ def test_rank_groups_and_paired_comparisons_come_from_result_files(runs):
 
 
 def test_results_of_other_ground_truth_are_not_compared(runs):
-    from fexbench.harness.comparisons import NotComparable
+    from fexbench.analysis.comparisons import NotComparable
 
     root, one, three = runs
     with pytest.raises(NotComparable, match="different ground truth"):

@@ -156,7 +156,7 @@ def test_unknown_names_give_a_clear_error():
 
 
 def test_leaderboard_overview_has_a_headline_column_per_task(tmp_path, toy_registry):
-    from fexbench.harness.leaderboard import markdown, overview
+    from fexbench.report.leaderboard import markdown, overview
     from fexbench.core.results import JobResult
     env = Environment(cache_dir=tmp_path / "c", out_dir=tmp_path / "out", progress=False)
     results = run(["toy"], ["yes", "peeks", "crashes", "reads-truth"], env, log=lambda s: None)

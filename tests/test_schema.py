@@ -11,7 +11,7 @@ from fexbench.core import schema
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.metrics import Metric, MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
-from fexbench.harness.cli import main  # the CLI as a user calls it
+from fexbench.cli import main  # the CLI as a user calls it
 
 ROOT = Path(__file__).resolve().parents[1]
 

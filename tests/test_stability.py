@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from fexbench.core import stability, stats
+from fexbench.analysis import stability
+from fexbench.core import stats
 from fexbench.core.metrics import nanmean
-from fexbench.core.stability import JointModel, rankings_agree
+from fexbench.analysis.stability import JointModel, rankings_agree
 
 
 def _replicated(values: np.ndarray) -> dict[str, stats.Replicated]:
@@ -118,8 +119,8 @@ def test_first_stable_takes_the_smallest_design_that_reaches_the_target():
 def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
     """End to end on a tiny replicated run of the baselines (oracle, random, class-name)."""
     from fexbench.core.contract import Environment
-    from fexbench.harness import cli
-    from fexbench.harness.leaderboard import markdown
+    from fexbench import cli
+    from fexbench.report.leaderboard import markdown
     from fexbench.harness.runner import run
 
     tiny = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=100)

@@ -197,7 +197,7 @@ def test_a_fit_data_file_without_captions_is_named(setup, tmp_path):
 
 
 def test_registered_and_drawable(setup, tmp_path):
-    from fexbench.harness.wordcloud_png import word_cloud_png
+    from fexbench.report.wordcloud_png import word_cloud_png
     assert registry.explainers.get("texplain") is TExplain
     assert registry.explainers.get("texplain-contrast") is TExplainContrast
     cap, subject, context = setup

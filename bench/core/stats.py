@@ -485,7 +485,7 @@ def ranks_from_tests(names: Sequence[str], pairs: Sequence[tuple[str, str]], dif
     """The rank rule of `rank_groups` from the pairs' differences (a - b) and unadjusted p-values:
     Holm over all pairs, a pair significant when its adjusted p <= alpha and the difference is
     non-zero, rank = 1 + the number of methods significantly better. Kept apart so that the
-    rank-stability simulation (fexbench.core.stability) ranks with exactly this rule."""
+    rank-stability simulation (fexbench.analysis.stability) ranks with exactly this rule."""
     adjusted = holm(p_values)
     significant = set()
     for (x, y), p, d in zip(pairs, adjusted, differences):

@@ -21,14 +21,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.metrics import MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult
-from fexbench.harness.comparisons import TaskRanking, ground_truth_identity, rank_all
-from fexbench.harness.power import design_note
-from fexbench.harness.publish import plots
-from fexbench.harness.publish.assets import CSS, SORT_JS
-from fexbench.harness.publish.declared import declared
-from fexbench.harness.publish.intervals import Interval, intervals_svg
-from fexbench.harness.publish.markup import Html, el, join, raw
-from fexbench.harness.publish.merge import Board, Entry, PublishError, merge
+from fexbench.analysis.comparisons import TaskRanking, ground_truth_identity, rank_all
+from fexbench.analysis.power import design_note
+from fexbench.report import plots
+from fexbench.report.assets import CSS, SORT_JS
+from fexbench.report.declared import declared
+from fexbench.report.intervals import Interval, intervals_svg
+from fexbench.report.markup import Html, el, join, raw
+from fexbench.report.merge import Board, Entry, PublishError, merge
 
 MARKER = ".fexbench-site"  # marks a folder as a site this command may replace
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -552,7 +552,7 @@ def _differs(a: Board, b: Board) -> str:
     for task, entry in b.reference.items():
         mine = a.reference.get(task)
         if mine is not None and ground_truth_identity(mine.result) != ground_truth_identity(entry.result):
-            from fexbench.harness.comparisons import differing_ground_truth
+            from fexbench.analysis.comparisons import differing_ground_truth
 
             diff = differing_ground_truth(mine.result, entry.result)
             return f"{task}: " + "; ".join(diff[:2]) + (f" (and {len(diff) - 2} more)" if len(diff) > 2 else "")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from fexbench.core.metrics import MetricValue
-from fexbench.harness.publish.markup import Html, el
+from fexbench.report.markup import Html, el
 
 GROUP_COLOURS = ("#1b7837", "#5aae61", "#8fc98a", "#9970ab", "#762a83", "#40004b")
 UNRANKED = "#9a9a9a"

@@ -2,7 +2,7 @@
 
 A published board and an author's submission may only share a table when their numbers were
 measured against the same thing: the same task version and the same data and weights hashes
-(fexbench.harness.comparisons.ground_truth_identity). A run that disagrees is refused, naming the
+(fexbench.analysis.comparisons.ground_truth_identity). A run that disagrees is refused, naming the
 differing hashes, or (asked for) published as a board of its own. One (task, explainer) found in
 two runs is an error naming both files, unless the caller says which run wins.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fexbench.core.results import JobResult, ResultsError, read_result
-from fexbench.harness.comparisons import differing_ground_truth, ground_truth_identity
+from fexbench.analysis.comparisons import differing_ground_truth, ground_truth_identity
 
 
 class PublishError(ValueError):

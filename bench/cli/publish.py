@@ -5,11 +5,11 @@ import argparse
 import sys
 import time
 
-from fexbench.harness.publish.merge import PublishError
+from fexbench.report.merge import PublishError
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from fexbench.harness.publish.site import publish
+    from fexbench.report.site import publish
 
     start = time.perf_counter()
     try:
@@ -22,7 +22,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     print(f"site: {done.out}/index.html ({done.boards} board{'s' if done.boards != 1 else ''}, {done.files} files) "
           f"in {time.perf_counter() - start:.1f}s")
     if args.screenshot:
-        from fexbench.harness.publish.browser import NoBrowser, screenshot
+        from fexbench.report.browser import NoBrowser, screenshot
 
         try:
             print(f"screenshot: {screenshot(done.out / 'index.html', args.screenshot)}")

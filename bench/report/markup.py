@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable
 
-from fexbench.harness.leaderboard import clean
+from fexbench.report.leaderboard import clean
 
 _VOID = {"meta", "link", "img", "br", "hr", "input"}
 

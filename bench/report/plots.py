@@ -1,6 +1,6 @@
 """The pictures of a published board drawn by libraries: the scatters behind the rankings
 (matplotlib, Agg, SVG) and word clouds (wordcloud, PNG), written atomically. The confidence
-intervals are inline SVG (fexbench.harness.publish.intervals): simple enough to draw directly,
+intervals are inline SVG (fexbench.report.intervals): simple enough to draw directly,
 and a hundred times faster than a matplotlib figure each.
 
 Text in the pictures comes from result files; matplotlib is told not to read it as mathtext
@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fexbench.core.metrics import spearman  # noqa: E402
-from fexbench.harness.leaderboard import clean  # noqa: E402
+from fexbench.report.leaderboard import clean  # noqa: E402
 
 _STYLE = {"svg.fonttype": "none", "svg.hashsalt": "fexbench", "text.parse_math": False, "font.size": 9,
           "axes.spines.top": False, "axes.spines.right": False}

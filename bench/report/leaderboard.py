@@ -1,7 +1,7 @@
 """Leaderboard tables from job results: one block per task, in rank groups of its headline metric.
 
 A sorted list implies an order; the data may not support it. Rows are therefore grouped by rank
-(fexbench.harness.comparisons: paired tests over the same units and replicates, Holm-corrected):
+(fexbench.analysis.comparisons: paired tests over the same units and replicates, Holm-corrected):
 an explainer's rank is one plus the number of explainers significantly better than it, so methods
 the data cannot separate share a rank, shown as a tie ("2=" for a shared second place). Within a
 group rows are in alphabetical order, not by value. Sorting and formatting read only the metrics'
@@ -19,7 +19,7 @@ from typing import Iterable
 from tabulate import tabulate
 
 from fexbench.core.results import JobResult
-from fexbench.harness.comparisons import TaskRanking, rank_all
+from fexbench.analysis.comparisons import TaskRanking, rank_all
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -136,8 +136,8 @@ def overview(results: Iterable[JobResult], fmt: str = "simple",
 
 
 def _design_note(task_results: list[JobResult]) -> str | None:
-    """The task's "what this design resolves" paragraph (fexbench.harness.power), or None."""
-    from fexbench.harness.power import design_note  # imports scipy: only when a summary is written
+    """The task's "what this design resolves" paragraph (fexbench.analysis.power), or None."""
+    from fexbench.analysis.power import design_note  # imports scipy: only when a summary is written
 
     return design_note(task_results)
 

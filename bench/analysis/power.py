@@ -9,13 +9,12 @@ components. A design is a number of replicates R (each its own world data and zo
 seeds S; its cost comes from the pilot's own timing (`timing.json`: preparation and job time per
 replicate). The command prints, per task, the components, the MDD of the pilot's design and of
 the configured one, and the cheapest design whose worst-pair MDD is at most the target; then the
-projected chance that a re-run gives the same rank groups (fexbench.core.stability) at each
+projected chance that a re-run gives the same rank groups (fexbench.analysis.stability) at each
 candidate number of replicates, and the first that reaches the stability target.
 `design_note` is the one-paragraph version of both that summary.md and the site show per task.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -25,11 +24,12 @@ from typing import Any, Mapping, Sequence
 
 from tabulate import tabulate
 
-from fexbench.core import registry, stability, stats
+from fexbench.core import registry, stats
+from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, read_results_dir
-from fexbench.harness import comparisons
-from fexbench.harness.comparisons import NotComparable, differing_ground_truth, replicated
+from fexbench.analysis import comparisons
+from fexbench.analysis.comparisons import NotComparable, differing_ground_truth, replicated
 
 TIMING = "timing.json"
 # designs tried for rank stability; not 2: with a t quantile of 12.7 almost nothing is separated, so
@@ -116,7 +116,7 @@ def _stability_model(values: comparisons.TaskValues) -> stability.JointModel | N
 
 def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: int, target: float, n_sim: int,
                       max_replicates: int) -> dict[str, Any] | None:
-    """The projected rank-group stability of one task (fexbench.core.stability) at the pilot's
+    """The projected rank-group stability of one task (fexbench.analysis.stability) at the pilot's
     design, the configured one and every candidate design up to `max_replicates`, and the first
     candidate whose P(near) reaches `target`."""
     model = _stability_model(values)
@@ -281,35 +281,6 @@ def _mdd(x: float) -> str:
     return "inf" if not math.isfinite(x) else f"{x:.3f}"
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("power", help="variance components and the minimum detectable difference of a design, "
-                                     "from a pilot run with replicates")
-    p.add_argument("results", nargs="*", default=["leaderboard/default"],
-                   help="a results folder written with --replicates 2 or more (default: leaderboard/default); "
-                        "several runs of one design with different seeds are pooled into one pilot")
-    p.add_argument("--target", type=float, default=0.10, help="the MDD to reach (default 0.10)")
-    p.add_argument("--replicates", type=int, help="the design's replicates (default: the pilot's)")
-    p.add_argument("--stability-target", type=float, default=0.8,
-                   help="the chance that a re-run gives the same rank groups (within one move) to reach (default 0.8)")
-    p.add_argument("--stability-sims", type=int, default=500,
-                   help="simulated pairs of runs per design for rank stability (default 500)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=cmd_power)
-
-
-def cmd_power(args: argparse.Namespace) -> int:
-    if args.replicates is not None and args.replicates < 2:
-        raise UsageError("--replicates must be 2 or more: one replicate cannot measure the spread between zoos")
-    if not 0 < args.stability_target <= 1:
-        raise UsageError(f"--stability-target must be in (0, 1], not {args.stability_target}")
-    if args.stability_sims < 10:
-        raise UsageError(f"--stability-sims must be 10 or more, not {args.stability_sims}")
-    text, summary = report(args.results, args.target, args.replicates, stability_target=args.stability_target,
-                           stability_sims=args.stability_sims)
-    print(json.dumps(summary, indent=2, default=float) if args.json else text)
-    return 0
-
-
 def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | None:
     """One paragraph for a run's summary: what this design resolves on the task's headline metric
     (the closed-form MDD of its pairs of compared methods at its own replicates, and the projected
@@ -333,4 +304,3 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | No
                  f"with {stab.near:.2f} (it separates {stab.separated:.1f} of {stab.pairs} pairs on average). "
                  f"The command fexbench power prints the figures per pair and per design.")
     return " ".join(parts)
-

@@ -17,9 +17,7 @@ coverage is below `--min-coverage` (default 0.90): the criterion the replication
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 from tabulate import tabulate
 
-from fexbench.core import stability
+from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, read_results_dir
-from fexbench.harness.comparisons import ground_truth_identity, rank_task, task_values
+from fexbench.analysis.comparisons import ground_truth_identity, rank_task, task_values
 
 MAX_SPLITS = 2000  # pairs of disjoint replicate sets ranked per task (all of them when fewer)
 
@@ -180,27 +178,3 @@ def report(folders: Sequence[str | Path], min_coverage: float = 0.9) -> tuple[st
                  f"(required {min_coverage:.0%}); {verdict}")
     summary.update({"covered": covered, "cells": cells, "coverage": coverage, "replicates": ok})
     return "\n".join(lines), summary, ok
-
-
-def add_parser(sub: Any) -> None:
-    """Register `fexbench agreement`."""
-    p = sub.add_parser("agreement", help="do independent runs of one design (different seeds) give the same rank "
-                                         "groups and values? exit 1 if not")
-    p.add_argument("runs", nargs="+", help="two or more result folders of the same design, different run seeds")
-    p.add_argument("--min-coverage", type=float, default=0.9,
-                   help="share of (task, method, run, other run) cells whose value must lie in the other run's "
-                        "interval (default 0.90)")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=cmd_agreement)
-
-
-def cmd_agreement(args: argparse.Namespace) -> int:
-    """Exit 0 when the runs replicate, 1 when they do not (2, via the CLI, for bad input)."""
-    if len(args.runs) < 2:
-        raise UsageError("agreement needs two or more result folders")
-    for folder in args.runs:
-        if not Path(folder).is_dir():
-            raise UsageError(f"{folder}: no such results folder")
-    text, summary, ok = report(args.runs, args.min_coverage)
-    print(json.dumps(summary, indent=2, default=float) if args.json else text)
-    return 0 if ok else 1

@@ -10,7 +10,6 @@ within the tolerance and every rank group holds, 1 otherwise.
 from __future__ import annotations
 
 
-import argparse
 import math
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from tabulate import tabulate
 
 from fexbench.core.errors import UsageError
 from fexbench.core.results import read_results_dir
-from fexbench.harness.comparisons import rank_all
+from fexbench.analysis.comparisons import rank_all
 from fexbench.harness.provenance import environment_differences, read_run_config
 
 
@@ -109,22 +108,3 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
     lines.append(f"reproduced results: {out}")
     lines.append("REPRODUCED" if ok else "NOT REPRODUCED")
     return ok, "\n".join(lines)
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("reproduce", help="re-run a results folder's configuration and compare every metric "
-                                         "and rank group with it")
-    p.add_argument("folder", help="a results folder written by `fexbench run` (has run-config.json)")
-    p.add_argument("--out", help="where the new results go (default: a new temporary folder)")
-    p.add_argument("--cache-dir", help="cache to use (default: the folder's recorded cache_dir)")
-    p.add_argument("--tolerance", type=float, default=1e-6, help="largest accepted |difference| (default 1e-6)")
-    p.set_defaults(func=cmd_reproduce)
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    import sys
-
-    ok, text = reproduce(args.folder, args.out, args.cache_dir, args.tolerance,
-                         log=lambda s: print(s, file=sys.stderr))
-    print(text)
-    return 0 if ok else 1

@@ -1,0 +1,118 @@
+"""`fexbench run`: run explainers on tasks, write the results and print the leaderboard."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from fexbench.cli.common import examples, log
+from fexbench.core import profile, registry
+from fexbench.harness.executors import make_executor
+from fexbench.harness.prefetch import apply_threads
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fexbench.core.cache import atomic_write_text
+    from fexbench.core.results import read_results_dir
+    from fexbench.harness.config import default_config, load_config
+    from fexbench.report.leaderboard import markdown, overview, tables
+    from fexbench.harness.provenance import write_run_record
+    from fexbench.harness.runner import run
+
+    start = time.perf_counter()
+    # the config (or the embedded default), then explicit flags on top; all checked before any work
+    flags = dict(out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=args.device, tasks=args.tasks,
+                 explainer_seeds=args.explainer_seeds, replicates=args.replicates,
+                 job_time_limit_s=args.job_time_limit,
+                 explainers=args.explainers, progress=False if args.quiet else None,
+                 resume=False if args.no_resume else None, threads=args.threads,
+                 prefetch=False if getattr(args, "no_prefetch", False) else None)
+    if getattr(args, "preset", None):  # a shipped preset (fexbench.presets); a --config then overrides it
+        from fexbench import presets
+        flags["preset"] = args.preset if args.config else None
+        args.config = args.config or presets.path(args.preset)
+    config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
+    tasks, explainers = config.task_names(), config.explainer_names()
+    for name in tasks:
+        registry.tasks.get(name)  # fail fast, naming the culprit, before any work
+    for name in explainers:
+        registry.explainers.get(name)
+    executor = make_executor(args.executor, args.ray_address,  # Ray missing: one line saying how to install it
+                             prefetch=config.run.prefetch)
+    env = config.environment()
+    # torch's default (a thread per host core) collapses on a shared machine: the run's count is
+    # the usable CPUs unless --threads, [run] threads or OMP_NUM_THREADS says (fexbench.core.threads)
+    env, choice, own = apply_threads(env, getattr(executor, "prefetch", False),
+                                     "--threads" if args.threads else "[run] threads")
+    split = f", {own} in this process and {own} in its prefetch helper" if own != choice.threads else ""
+    log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source}){split}")
+    if not env.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # shard save/load bars of the captioner
+    profile.reset()
+    results = run(tasks, explainers, env, task_configs=config.task_configs(),
+                  explainer_configs=config.explainer_configs(), resume=config.run.resume, executor=executor,
+                  log=log)
+    for task, table in tables(results).items():
+        print(f"\n== {task} ==\n{table}")
+    if len({r.task for r in results}) > 1:
+        print(f"\n== overview: each task's headline metric ==\n{overview(results)}")
+    # summary.md describes the whole folder: this run's results plus any other job files already in it
+    this_run = {(r.task, r.explainer) for r in results}
+    others, problems = read_results_dir(env.out_dir)
+    folder = sorted(results + [r for r in others if (r.task, r.explainer) not in this_run],
+                    key=lambda r: (r.task, r.explainer))
+    for problem in problems:
+        print(f"summary: {problem}", file=sys.stderr)  # "skipped <file>: why" or an unverified file
+    summary = atomic_write_text(env.out_dir / "summary.md", markdown(folder))
+    write_run_record(env.out_dir, config)  # run-config.json, environment.lock: what `fexbench reproduce` needs
+    extra = f" ({len(folder) - len(results)} earlier job files in the folder included)" if len(folder) > len(results) else ""
+    print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}{extra}")
+    wall = time.perf_counter() - start
+    if args.profile:
+        print(f"\n== where the time went (wall seconds; a stage includes the stages below it) ==\n"
+              f"{profile.table(wall)}")
+    print(f"wall time: {wall:.1f}s")
+    return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def add_parser(sub) -> None:
+    p_run = sub.add_parser(
+        "run", help="run explainers on tasks and print the leaderboard (default: everything)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("fexbench run --tasks waterbirds-spurious --explainers random,class-name,oracle",
+                        "fexbench run --explainers oracle --threads 1 --quiet --profile"))
+    p_run.add_argument("--tasks", help="comma-separated task names (default: all registered)")
+    p_run.add_argument("--explainers", help="comma-separated explainer names (default: all registered)")
+    p_run.add_argument("--config", help="a TOML run config (see datasets/configs/); flags below override it")
+    p_run.add_argument("--preset", help="a shipped run config: smoke (every task, tiny, <1 min) or full "
+                                        "(publication design); `fexbench list` shows them")
+    p_run.add_argument("--out", help="results folder (default: fexbench-results)")
+    p_run.add_argument("--cache-dir", help="cache of worlds, models, features (default: .fexbench-cache)")
+    p_run.add_argument("--seed", type=int, help="run seed (default: 0)")
+    p_run.add_argument("--explainer-seeds", type=int, metavar="N",
+                       help="score every stochastic explainer over N seeds (default 0: each explainer's own "
+                            "count, shown by `fexbench list`)")
+    p_run.add_argument("--replicates", type=int, metavar="R",
+                       help="independent replicates of every task: own world data, zoo and explainer seeds "
+                            "(default 1; intervals then state the uncertainty of the benchmark, see docs/statistics.md)")
+    p_run.add_argument("--job-time-limit", type=float, metavar="SECONDS",
+                       help="stop a (task, explainer) job after this long and record it as an error (default: none)")
+    p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
+    p_run.add_argument("--no-prefetch", action="store_true",
+                       help="no helper process preparing later tasks while jobs run (same results, slower "
+                            "on 2+ cores; see docs/performance.md)")
+    p_run.add_argument("--threads", type=int, metavar="N",
+                       help="torch/BLAS threads (default: OMP_NUM_THREADS, else the CPUs this process may use)")
+    p_run.add_argument("--profile", action="store_true",
+                       help="print where the time went, per stage (data, subjects, resources, fit, explain, score)")
+    p_run.add_argument("--quiet", action="store_true",
+                       help="no progress bars; one line per finished job still goes to stderr")
+    p_run.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: in order in this process (default); ray: the job graph as Ray tasks "
+                            "(pip install -e \".[ray]\"; see docs/distributed.md)")
+    p_run.add_argument("--ray-address", metavar="ADDR",
+                       help="a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+    p_run.set_defaults(func=cmd_run)

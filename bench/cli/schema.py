@@ -1,0 +1,48 @@
+"""`fexbench schema` and `fexbench validate`: the result files' JSON Schema, and folders checked against it (fexbench.core.schema)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fexbench.core.results import SCHEMA_VERSION
+from fexbench.core.schema import SCHEMA_FILE, schema_text, validate_dir, write_schema
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    if args.write:
+        print(f"wrote {write_schema()}")
+    else:
+        print(schema_text(), end="")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    total = 0
+    for folder in args.dirs:
+        if not Path(folder).is_dir():
+            print(f"fexbench validate: {folder}: not a folder")
+            return 2
+        n, found = validate_dir(folder)
+        total += n
+        for line in found:
+            print(line)
+        bad += len({line.split(": ", 1)[0] for line in found})
+    if total == 0:
+        print("fexbench validate: no result files (*.json) found")
+        return 1
+    print(f"{total} result file(s) checked against schema {SCHEMA_VERSION}: "
+          + ("all valid" if not bad else f"{bad} invalid"))
+    return 1 if bad else 0
+
+
+def add_parser(subparsers) -> None:
+    """Register `fexbench schema` and `fexbench validate`."""
+    p = subparsers.add_parser("schema", help="print the JSON Schema of a result file")
+    p.add_argument("--write", action="store_true", help=f"regenerate the shipped {SCHEMA_FILE.name} instead")
+    p.set_defaults(func=cmd_schema)
+    p = subparsers.add_parser("validate", help="check every result file in folders against the schema "
+                                               "(types and ranges); exit 1 if any is invalid")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.set_defaults(func=cmd_validate)
+

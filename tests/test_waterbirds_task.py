@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from fexbench.harness import cli
+from fexbench import cli
 from fexbench.core.contract import Explanation, Target
 from fexbench.harness.runner import Environment, run
 from fexbench.tasks.waterbirds import WaterbirdsSpurious

@@ -14,11 +14,19 @@ Follows the released code (NehaKalibhat/falcon-explain), step by step:
    (the full matrix, diagonal included, as the released code averages it) exceeds
    `interpretability_threshold`.
 6. Captions: per crop, the `top_captions` bank captions by softmax(`softmax_scale` * cosine).
-7. Words: lower-case, apostrophes removed, tokens with digits dropped, stop words (NLTK's English
-   list, as the released code uses, plus FALCON's own discard list, verbatim) dropped,
-   lemmatised (fexbench.data.concepts.lemma), words of <= 2 letters dropped.
+7. Words (`words="released"`, the default): the released pipeline, exactly
+   (fexbench.data.falcon_nlp): `clean_text` (lower-case, apostrophes removed, other punctuation
+   to spaces, `fig<digits>` and lone characters removed, FALCON's discard list dropped), NLTK's
+   tokeniser and averaged-perceptron tagger, only nouns, verbs and adjectives kept (NN, NNP, NNS,
+   VB*, JJ*), each lemmatised as a WordNet 3.0 NOUN (TextBlob's `Word.lemmatize()`: "playing"
+   stays, "does" -> "doe"), then dropped if a stop word (NLTK's English list, checked only after
+   lemmatising, as released), in the discard list, with a digit, or of <= 2 characters.
+   `words="lemminflect"` is fexbench's version-2 handling: no part-of-speech filter, stop words
+   checked before and after lemmatising with fexbench.data.concepts.lemma (verbs by their own
+   part of speech: "crossed" -> "cross").
 8. Score of word w: mean over the high images of the best score of a caption of that image that
-   contains w.
+   contains w. Ties are ordered alphabetically (the released code keeps Python's set order, which
+   depends on the hash seed).
 9. Contrast: lowly activating images = every group feature below mean(R), ranked by the dot
    product of their other features with the high images' mean other features, at most
    `max_low_images`, not cropped; their words are scored the same way and any word scoring
@@ -26,12 +34,11 @@ Follows the released code (NehaKalibhat/falcon-explain), step by step:
 
 Choices where the paper and code say nothing or do not fit fexbench (also in the README):
 
-- No part-of-speech filter: the code keeps nouns, verbs and adjectives with TextBlob/NLTK, whose
-  data cannot be downloaded offline. Stop words do NOT remove every closed-class word (NLTK's list
-  keeps "plus", "near", "outside", "behind", ...); those survive here where the code drops them.
-- Lemmas: the code's TextBlob lemmatises every token as a noun with WordNet ("was" -> "wa");
-  fexbench uses its shared lemmatiser (nouns as nouns, other words by their part of speech) and
-  checks stop words before and after lemmatising.
+- Words: "released" reproduces TextBlob 0.17.1 + NLTK 3.8.1 + WordNet 3.0 with NLTK's own tokeniser
+  and tagger code and the tagger weights and WordNet noun data shipped as package data
+  (fexbench/data/falcon_words, with their licences; nothing is downloaded). "lemminflect" keeps
+  fexbench's earlier handling, which keeps closed-class words that NLTK's stop list lacks (near,
+  outside, plus, onto, two, ...) and lemmatises verbs as verbs.
 - `stop_words="sklearn"` swaps NLTK's 179 stop words for scikit-learn's 318 (fexbench's list
   before version 2), which also drops front, top, back, side, behind, fire, thin, ...
 - Unit target i: explained as the group of one {i} with ALL its highly activating images (not only
@@ -75,6 +82,7 @@ from fexbench.data.concepts import lemma
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.models.gradcam import cam_crops, grad_cam
 
+from fexbench.data.falcon_nlp import released_words
 from fexbench.data.nltk_stopwords import NLTK_ENGLISH_STOP_WORDS
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -109,8 +117,17 @@ def stop_word_set(name: str = "nltk") -> frozenset[str]:
     return STOP_WORD_LISTS[name] | FALCON_DISCARD
 
 
+WORD_PIPELINES = ("released", "lemminflect")
+
+
+def released_caption_words(caption: str, stop: frozenset[str] = STOP_WORDS) -> set[str]:
+    """Step 7 as released (`words="released"`): fexbench.data.falcon_nlp.released_words, with the
+    stop words of `stop` that are not in the discard list checked after lemmatising."""
+    return released_words(caption, stop - FALCON_DISCARD, FALCON_DISCARD)
+
+
 def caption_words(caption: str, stop: frozenset[str] = STOP_WORDS) -> set[str]:
-    """Step 7: the content words of one caption."""
+    """Step 7 as fexbench's version 2 (`words="lemminflect"`): the content words of one caption."""
     out = set()
     for token in _TOKEN.findall(caption.lower().replace("'", "")):
         if token in stop or any(ch.isdigit() for ch in token):
@@ -121,15 +138,32 @@ def caption_words(caption: str, stop: frozenset[str] = STOP_WORDS) -> set[str]:
     return out
 
 
+def word_function(words: str = "released", stop: frozenset[str] = STOP_WORDS):
+    """The caption -> word set function of a word pipeline (memoised per caption)."""
+    if words not in WORD_PIPELINES:
+        raise ValueError(f"words must be one of {list(WORD_PIPELINES)}, not {words!r}")
+    fn = released_caption_words if words == "released" else caption_words
+    cache: dict[str, frozenset[str]] = {}
+
+    def of(caption: str) -> frozenset[str]:
+        if caption not in cache:
+            cache[caption] = frozenset(fn(caption, stop))
+        return cache[caption]
+    return of
+
+
 def word_scores(captions: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
-                stop: frozenset[str] = STOP_WORDS) -> dict[str, float]:
-    """Step 8: mean over images of the best score of a caption of that image containing the word."""
+                stop: frozenset[str] = STOP_WORDS, words="released") -> dict[str, float]:
+    """Step 8: mean over images of the best score of a caption of that image containing the word.
+
+    `words` is a pipeline name ("released", "lemminflect") or a caption -> word set function."""
+    split = word_function(words, stop) if isinstance(words, str) else words
     total: dict[str, float] = {}
     for caps, values in zip(captions, scores):
         best: dict[str, float] = {}
         for caption, value in zip(caps, values):
-            for word in caption_words(caption, stop):
-                best[word] = max(best.get(word, 0.0), float(value))
+            for word in split(caption):
+                best[word] = float(value) if word not in best else max(best[word], float(value))
         for word, value in best.items():
             total[word] = total.get(word, 0.0) + value
     n = max(1, len(captions))
@@ -138,7 +172,9 @@ def word_scores(captions: Sequence[Sequence[str]], scores: Sequence[Sequence[flo
 
 def contrast(high: dict[str, float], low: dict[str, float], threshold: float = 0.1,
              top: int | None = 8) -> list[tuple[str, float]]:
-    """Step 9: drop from the high set every word whose low-set score is >= threshold; keep the top."""
+    """Step 9: drop from the high set every word whose low-set score is >= threshold; keep the top
+    `top` by score, ties in alphabetical order (deterministic; the released code's order of tied
+    words is Python's set order, which depends on the hash seed)."""
     kept = [(w, v) for w, v in high.items() if low.get(w, 0.0) < threshold]
     return sorted(kept, key=lambda p: (-p[1], p[0]))[:top]
 
@@ -173,14 +209,17 @@ class FalconExplainer(Explainer):
     name = "falcon"
     description = "FALCON: captions of Grad-CAM crops of highly activating images, contrasted with look-alikes"
     # 2: NLTK stop words and the released discard list; unbiased std; the lemmatiser changed.
-    version = 2
+    # 3: words="released" by default (the released tokeniser, part-of-speech filter, noun lemmas
+    #    and stop-word timing); ties of equal score in alphabetical order.
+    version = 3
 
     def __init__(self, threshold_std: float = 5.0, min_group_size: int = 10, min_images: int = 11,
                  cam_threshold: float = 0.6, interpretability_threshold: float = 0.8, top_captions: int = 5,
                  softmax_scale: float = 100.0, max_low_images: int = 10, low_min_similarity: float | None = None,
                  low_word_threshold: float = 0.1, top_words: int = 8, class_features: int = 5,
                  explain_uninterpretable: bool = True, clip_model: str = "resource",
-                 clip_pretrained: str | None = None, caption_bank: str = "resource", stop_words: str = "nltk"):
+                 clip_pretrained: str | None = None, caption_bank: str = "resource", stop_words: str = "nltk",
+                 words: str = "released"):
         self.threshold_std, self.min_group_size, self.min_images = threshold_std, min_group_size, min_images
         self.cam_threshold, self.interpretability_threshold = cam_threshold, interpretability_threshold
         self.top_captions, self.softmax_scale = top_captions, softmax_scale
@@ -192,6 +231,8 @@ class FalconExplainer(Explainer):
         self.caption_bank = caption_bank
         self.stop_words = stop_words
         self._stop = stop_word_set(stop_words)  # fails here on an unknown name
+        self.words = words
+        self._split = word_function(words, self._stop)  # fails here on an unknown name
 
     def resource_names(self) -> tuple[str, ...]:
         uses_clip = self.clip_model == "resource" or self.clip_model.startswith("embedded")
@@ -316,8 +357,9 @@ class FalconExplainer(Explainer):
         for unit, (high, topped_up), low in zip(units, highs, lows):
             emb = crop_emb[at:at + len(high)]
             mean_cos = float((emb @ emb.T).mean())
-            high_words = word_scores(caps[at:at + len(high)], probs[at:at + len(high)], self._stop)
-            low_words = (word_scores(caps[at_low:at_low + len(low)], probs[at_low:at_low + len(low)], self._stop)
+            high_words = word_scores(caps[at:at + len(high)], probs[at:at + len(high)], self._stop, self._split)
+            low_words = (word_scores(caps[at_low:at_low + len(low)], probs[at_low:at_low + len(low)], self._stop,
+                                     self._split)
                          if len(low) else {})
             words = contrast(high_words, low_words, self.low_word_threshold, self.top_words)
             example = caps[at][0] if len(high) else ""

@@ -18,7 +18,8 @@ BASELINES = ("oracle", "random", "class-name")
 def run_baselines(root: Path, task: str, config: dict) -> tuple:
     """Run the three baselines on one task with a tiny config in a fresh cache under root: the
     end-to-end path each task's tests share. Returns (environment, explainer name -> result)."""
-    from fexbench.harness.runner import Environment, run
+    from fexbench.core.contract import Environment
+    from fexbench.harness.driver import run
 
     env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
     results = run([task], list(BASELINES), env, task_configs={task: config}, log=lambda s: None)

@@ -13,7 +13,7 @@ from fexbench.core.metrics import nanmean
 from fexbench.core.results import read_results_dir
 from fexbench import cli
 from fexbench.analysis.comparisons import rank_task
-from fexbench.harness.runner import run
+from fexbench.harness.driver import run
 
 TASK = "waterbirds-spurious"
 TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=100)

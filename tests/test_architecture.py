@@ -16,7 +16,7 @@ from fexbench.core import registry
 from fexbench.core.contract import (Case, Context, Environment, Explainer, Explanation, Prepared, Probe, Scored,
                                     Subject, Target, Task)
 from fexbench.core.metrics import Metric, MetricValue
-from fexbench.harness.runner import run
+from fexbench.harness.driver import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"fexbench": ROOT / "bench", "fexbench.explainers": ROOT / "explainers"}
@@ -35,26 +35,69 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, module: str) -> set[str]:
-    """fexbench modules imported at module level (imports inside functions are deferred on purpose)."""
+    """fexbench modules imported anywhere in a module, inside functions too (a deferred import is
+    still a dependency); only `if TYPE_CHECKING:` blocks, which never run, are left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = set()
+    found: set[str] = set()
     is_package = path.name == "__init__.py"
-    for node in tree.body:
-        nodes = [node]
-        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks are not imports at run time
-            continue
-        for n in nodes:
-            if isinstance(n, ast.Import):
-                found |= {a.name for a in n.names if a.name.startswith("fexbench")}
-            elif isinstance(n, ast.ImportFrom):
-                base = n.module or ""
-                if n.level:
-                    parent = module.split(".")[: len(module.split(".")) - n.level + (1 if is_package else 0)]
+
+    def walk(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("fexbench"))
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parent = module.split(".")[: len(module.split(".")) - child.level + (1 if is_package else 0)]
                     base = ".".join([*parent, base]) if base else ".".join(parent)
                 if base.startswith("fexbench"):
                     found.add(base)
-                    found |= {f"{base}.{a.name}" for a in n.names}
+                    found.update(f"{base}.{a.name}" for a in child.names)
+            walk(child)
+
+    walk(tree)
     return found
+
+
+# The direction of the layers: a module may import its own layer and the layers before it, never a
+# later one. The data flow of a run: data -> subject models -> resources -> tasks and explainers ->
+# the engine -> analysis of result files -> presentation -> the command line.
+LAYERS = (("core", "presets"), ("data",), ("models",), ("resources",), ("tasks", "explainers"),
+          ("harness", "testing", "perf"), ("analysis",), ("report",), ("cli",))
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0
+    for i, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return i
+    raise AssertionError(f"{module}: in no layer of LAYERS; add its folder there")
+
+
+def test_every_import_points_down_the_layers():
+    modules = _modules()
+    upward = [f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+              for m, p in sorted(modules.items()) for d in sorted(_imports(p, m))
+              if d in modules and _layer(d) > _layer(m)]
+    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
+
+
+def test_the_direction_test_sees_imports_inside_functions(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import fexbench.cli\n"
+                      "def f():\n    from fexbench.report import site\n")
+    assert _imports(module, "fexbench.core.m") == {"fexbench.report", "fexbench.report.site"}
+
+
+def test_every_command_is_registered_in_the_cli_package_only():
+    for path in (ROOT / "bench").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT / "bench").parts[:1]:
+            continue
+        assert "add_parser" not in path.read_text(encoding="utf-8"), f"{path}: commands live in bench/cli/"
 
 
 def test_pyproject_installs_only_the_fexbench_namespace():

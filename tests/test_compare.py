@@ -10,7 +10,9 @@ import pytest
 from fexbench.core import registry
 from fexbench.cli import main
 from fexbench.analysis.compare import compare_runs
-from fexbench.harness.runner import Environment, run, run_job
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run
+from fexbench.harness.runner import run_job
 
 TASK = "imagenet9-background"
 TINY = dict(p_natives=[0.0, 0.5, 1.0], seeds=[0], n_train=360, n_probe=180, n_test=180, epochs=2, width=8,

@@ -179,7 +179,7 @@ def test_direction_profiles_are_linear_in_the_unit_profiles():
 def causal_run(tiny_run, tmp_path_factory):
     """The causal truth on the tiny run's cache (same subjects and splits), explained by the baselines,
     and both truths prepared again from the cache."""
-    from fexbench.harness.runner import run
+    from fexbench.harness.driver import run
 
     env = dataclasses.replace(tiny_run[0], out_dir=tmp_path_factory.mktemp("ct-causal") / "out")
     results = run(["concept-transfer"], list(BASELINES), env, task_configs={"concept-transfer": CAUSAL},

@@ -15,7 +15,7 @@ from fexbench.cli import main
 from fexbench.harness.config import ConfigError, RunSection, default_config, load_config, looks_local
 from fexbench.core.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from fexbench.core.metrics import Metric, MetricValue
-from fexbench.resources.lazy import resources as resource_registry
+from fexbench.core.registry import resources as resource_registry
 from fexbench.core.results import read_result, result_path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "datasets" / "configs"

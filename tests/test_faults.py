@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(root: Path, resume: bool = True) -> dict:
-    from fexbench.harness.runner import Environment, run
+    from fexbench.core.contract import Environment
+    from fexbench.harness.driver import run
 
     env = Environment(cache_dir=root / "cache", out_dir=root / "out", progress=False)
     results = run([TASK], list(EXPLAINERS), env, task_configs={TASK: TINY}, resume=resume, log=lambda s: None)
@@ -240,7 +241,8 @@ _SHARED_RUN = """
 import fcntl, json, sys
 from pathlib import Path
 import fexbench.models.subjects as subjects
-from fexbench.harness.runner import Environment, run
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run
 
 root, log = Path(sys.argv[1]), Path(sys.argv[2])
 train = subjects.train_cnn

@@ -19,7 +19,9 @@ from fexbench import cli
 from fexbench.harness.executors import LocalExecutor, make_executor
 from fexbench.harness.graph import JobGraph, Node, build_graph, check_order
 from fexbench.harness.plan import critical_path, make_plan, schedule
-from fexbench.harness.runner import Environment, prepare_failures, run, run_job, write_timing
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run, write_timing
+from fexbench.harness.runner import prepare_failures, run_job
 
 TASK = "waterbirds-spurious"
 TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2)

@@ -12,7 +12,8 @@ from fexbench.core.contract import Case, Context, Explanation, Prepared, Probe, 
 from fexbench.data.imageset import DataError
 from fexbench.data.imagenet9_challenge import (CLASS_FOLDERS, CLASS_NAMES, challenge_accuracies, load_challenge_variant,
                                        load_in9l, load_in_to_in9, map_in1000_to_in9)
-from fexbench.harness.runner import Environment, run
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run
 from fexbench.tasks.imagenet9 import NATIVE_BACKGROUND, ImageNet9Background
 from conftest import run_baselines
 from fixture_writers import _COLOURS, write_challenge_tree, write_in9l_tree, write_mapping

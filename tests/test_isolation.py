@@ -17,7 +17,7 @@ import pytest
 
 from fexbench.core import registry
 from fexbench.core.contract import Environment, Explainer, ExplainerError, Explanation, Target
-from fexbench.harness.runner import run
+from fexbench.harness.driver import run
 
 TASK = "waterbirds-spurious"
 TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0, 1], n_train=300, n_probe=100, n_test=100, epochs=2)

@@ -13,7 +13,7 @@ from fexbench.harness.executors import LocalExecutor, make_executor
 from fexbench.harness.graph import build_graph
 from fexbench.harness import prefetch
 from fexbench.harness.prefetch import Claims, Prefetcher, jobs_from_the_end, work_ahead
-from fexbench.harness.runner import run
+from fexbench.harness.driver import run
 from result_fingerprint import fingerprint
 
 WATERBIRDS = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)

@@ -30,7 +30,7 @@ EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     from fexbench.core.contract import Environment
-    from fexbench.harness.runner import run
+    from fexbench.harness.driver import run
 
     root = tmp_path_factory.mktemp("publish-run")
     run(["waterbirds-spurious"], EXPLAINERS,

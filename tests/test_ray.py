@@ -15,7 +15,8 @@ from fexbench.core import registry  # noqa: E402
 from fexbench.core.contract import Explainer, Explanation  # noqa: E402
 from fexbench.core.results import read_results_dir  # noqa: E402
 from fexbench.harness.executors import RayExecutor  # noqa: E402
-from fexbench.harness.runner import Environment, run  # noqa: E402
+from fexbench.core.contract import Environment  # noqa: E402
+from fexbench.harness.driver import run  # noqa: E402
 from result_fingerprint import fingerprint  # noqa: E402
 
 TASK = "waterbirds-spurious"

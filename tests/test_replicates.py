@@ -10,7 +10,7 @@ from fexbench.core import stats
 from fexbench.core.contract import Environment
 from fexbench.core.results import read_result, result_path
 from fexbench.analysis.comparisons import compare_results, rank_task, replicated
-from fexbench.harness.runner import run
+from fexbench.harness.driver import run
 
 TASK = "waterbirds-spurious"
 TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=200)
@@ -113,7 +113,7 @@ def _clustered_scored(rng, clusters, seeds=2):
 @pytest.mark.parametrize("replicates", [1, 3])
 def test_cluster_ids_survive_the_result_file_with_identical_numbers(tmp_path, replicates):
     from fexbench.core.results import JobResult, write_result
-    from fexbench.core.schema import validate_file
+    from fexbench.core.results import validate_file
     from fexbench.harness.pooling import pool, replicated_from_result
 
     rng = np.random.default_rng(replicates)

@@ -9,7 +9,8 @@ from fexbench.core import registry
 from fexbench.core.contract import Case, Context, Explainer, Explanation, Prepared, Probe, Scored, Subject, Target, Task
 from fexbench.core.metrics import Estimate, Metric, MetricValue, nanmean
 from fexbench.core.results import read_result
-from fexbench.harness.runner import Environment, run
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run
 
 METRIC = Metric("hits", "share of targets whose top word is 'yes'", True, (0.0, 1.0), "toy", 0.0)
 
@@ -191,7 +192,7 @@ class UsesModel(Explainer):
 def test_a_retrained_resource_is_never_resumed_as_current(tmp_path, toy_registry):
     """Same configs, new weights behind the shared resource: the job key changes and the job reruns;
     the result records the identity of the resource it used."""
-    from fexbench.resources.lazy import register_resource, resources
+    from fexbench.core.registry import register_resource, resources
 
     weights = {"hash": "w-old"}
     register_resource("toy-model", lambda env: FakeModel(weights["hash"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fexbench.core import schema
+from fexbench.core import results
 from fexbench.core.cache import atomic_write_text
 from fexbench.core.metrics import Metric, MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult, ResultsError, read_result, write_result
@@ -36,7 +36,7 @@ def _written(tmp_path: Path, mutate) -> Path:
 
 def test_shipped_schema_file_is_the_generated_one():
     shipped = (ROOT / "bench/core/results.schema.json").read_text(encoding="utf-8")
-    assert shipped == schema.schema_text(), "regenerate it: fexbench schema --write"
+    assert shipped == results.schema_text(), "regenerate it: fexbench schema --write"
     loaded = json.loads(shipped)
     assert loaded["x-fexbench-schema-version"] == SCHEMA_VERSION
     assert {"task", "explainer", "status", "job_key"} <= set(loaded["required"])
@@ -44,12 +44,12 @@ def test_shipped_schema_file_is_the_generated_one():
 
 def test_schema_command_prints_the_schema(capsys):
     assert main(["schema"]) == 0
-    assert json.loads(capsys.readouterr().out) == schema.generate_schema()
+    assert json.loads(capsys.readouterr().out) == results.generate_schema()
 
 
 def test_a_valid_result_passes_and_reads(tmp_path):
     path = write_result(tmp_path, _result())
-    assert schema.validate_file(path) == []
+    assert results.validate_file(path) == []
     assert read_result(path).metric("m").value == 0.7
 
 
@@ -68,7 +68,7 @@ def test_bad_values_are_named_by_file_and_field(tmp_path, mutate, field):
     with pytest.raises(ResultsError) as info:
         read_result(path)
     assert str(path) in str(info.value) and field in str(info.value)
-    assert any(field in p and str(path) in p for p in schema.validate_file(path))
+    assert any(field in p and str(path) in p for p in results.validate_file(path))
 
 
 
@@ -85,7 +85,7 @@ def test_unit_values_with_cluster_ids_pass_validate_and_read_back(tmp_path, caps
     from fexbench.harness.pooling import replicated_from_result
 
     path = write_result(tmp_path / "run", _result(unit_values=CLUSTERED))
-    assert schema.validate_file(path) == []
+    assert results.validate_file(path) == []
     assert main(["validate", str(tmp_path / "run")]) == 0, capsys.readouterr().out
     rebuilt = replicated_from_result(read_result(path).unit_values, "m")
     assert rebuilt.cluster_key == ((0, 0, 1, 1),) and rebuilt.value == pytest.approx(2 / 3)
@@ -105,7 +105,7 @@ def test_unit_values_with_cluster_ids_pass_validate_and_read_back(tmp_path, caps
 ])
 def test_malformed_cluster_ids_are_named(tmp_path, mutate, field):
     path = _written(tmp_path, mutate)
-    assert any(field in p and str(path) in p for p in schema.validate_file(path)), schema.validate_file(path)
+    assert any(field in p and str(path) in p for p in results.validate_file(path)), results.validate_file(path)
     with pytest.raises(ResultsError, match="unit_values.m"):
         read_result(path)
 

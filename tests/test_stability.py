@@ -121,7 +121,7 @@ def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
     from fexbench.core.contract import Environment
     from fexbench import cli
     from fexbench.report.leaderboard import markdown
-    from fexbench.harness.runner import run
+    from fexbench.harness.driver import run
 
     tiny = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=100)
     out = tmp_path / "pilot"

@@ -6,7 +6,8 @@ import pytest
 
 from fexbench import cli
 from fexbench.core.contract import Explanation, Target
-from fexbench.harness.runner import Environment, run
+from fexbench.core.contract import Environment
+from fexbench.harness.driver import run
 from fexbench.tasks.waterbirds import WaterbirdsSpurious
 from conftest import run_baselines
 

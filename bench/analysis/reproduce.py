@@ -33,7 +33,7 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
               tolerance: float = 1e-6, log: Any = print) -> tuple[bool, str]:
     from fexbench.harness.config import validate
     from fexbench.harness.executors import LocalExecutor
-    from fexbench.harness.runner import run
+    from fexbench.harness.driver import run
 
     folder = Path(folder)
     try:

@@ -17,7 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fexbench.harness.config import default_config, load_config
     from fexbench.report.leaderboard import markdown, overview, tables
     from fexbench.harness.provenance import write_run_record
-    from fexbench.harness.runner import run
+    from fexbench.harness.driver import run
 
     start = time.perf_counter()
     # the config (or the embedded default), then explicit flags on top; all checked before any work

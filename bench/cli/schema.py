@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fexbench.core.results import SCHEMA_VERSION
-from fexbench.core.schema import SCHEMA_FILE, schema_text, validate_dir, write_schema
+from fexbench.core.results import schema_text, validate_dir, write_schema
+from fexbench.core.schema import SCHEMA_FILE, SCHEMA_VERSION
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

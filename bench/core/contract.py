@@ -161,9 +161,9 @@ class Environment:
 
     @cached_property
     def resources(self) -> Mapping[str, Any]:
-        """Shared models and banks (fexbench.resources.lazy.LazyResources), built on first use and
+        """Shared models and banks (fexbench.core.registry.LazyResources), built on first use and
         kept for the whole run."""
-        from fexbench.resources.lazy import LazyResources
+        from fexbench.core.registry import LazyResources
         return LazyResources(self)
 
 

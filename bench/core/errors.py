@@ -5,3 +5,8 @@ a traceback. Errors that are fexbench's own bugs are not UsageErrors and keep th
 
 class UsageError(Exception):
     """A problem with what the user asked for or pointed at; the message names it."""
+
+
+class ResultsError(ValueError):
+    """A result file (or its dict form) that cannot be read as a result; the message names the file
+    and the field."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
+from fexbench.core import stats as replicated
 from fexbench.core.lazymodule import lazy_module
+from fexbench.core.stats import nanmean, same_clusters  # noqa: F401  (the tasks' statistics)
 
 stats = lazy_module("scipy.stats")  # loaded on first use: `fexbench list` and `--help` stay fast
 
@@ -84,15 +85,6 @@ def auroc(scores, positive, axis: int = -1):
     return float(auc) if np.ndim(auc) == 0 else auc
 
 
-def nanmean(values, axis: int = -1):
-    """Mean over the defined (non-NaN) entries; NaN when none is defined."""
-    values = np.asarray(values, float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out = np.nanmean(values, axis=axis) if values.size else np.float64("nan")
-    return float(out) if np.ndim(out) == 0 else out
-
-
 def _seed_columns(columns: Sequence) -> tuple[np.ndarray, ...]:
     """Columns as (R, n) arrays: a 1-D column is one seed, or is shared by every seed of the others."""
     data = [np.asarray(c) for c in columns]
@@ -108,33 +100,6 @@ def seed_mean(statistic: Callable[..., float], *columns: Sequence) -> float:
     if data[0].shape[-1] == 0:
         return float("nan")
     return nanmean(np.atleast_1d(statistic(*data, axis=-1)))
-
-
-def bootstrap_ci(statistic: Callable[..., float], *columns: Sequence, n_resamples: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap over paired units (the last axis of `columns`), via scipy.stats.bootstrap.
-
-    `statistic(*columns, axis=-1)` must be batched (numpy-style) like the ones above. A column may
-    be (R, n), one row per explainer seed: every resample then draws the same units for all seeds
-    and the statistic is averaged over seeds, so the interval is that of `seed_mean`.
-
-    Resamples in which the statistic is undefined (NaN, e.g. AUROC with one class) are dropped,
-    which scipy cannot do itself; we therefore collect the bootstrap distribution it returns.
-    """
-    data = _seed_columns(columns)
-    if data[0].shape[-1] < 2:
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                              axis=-1, method="percentile", random_state=np.random.default_rng(seed),
-                              confidence_level=level)
-        dist = np.nanmean(np.asarray(res.bootstrap_distribution, float).reshape(len(data[0]), -1), axis=0)
-    dist = dist[np.isfinite(dist)]
-    if dist.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(np.quantile(dist, alpha)), float(np.quantile(dist, 1 - alpha))
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,20 +126,17 @@ class Estimate:
         value = seed_mean(self.statistic, *self.columns)
         if self.interval is not None:
             ci = self.interval(*self.columns)
-        elif self.clusters is not None:
-            ci = self._cluster_ci()
         else:
-            ci = bootstrap_ci(self.statistic, *self.columns, n_resamples=self.n_resamples, seed=self.seed)
+            ci = self._unit_ci()
         n = self.count(*self.columns) if self.count is not None else int(np.shape(self.columns[0])[-1])
         return MetricValue.of(self.metric, value, ci, n, seed_values)
 
-    def _cluster_ci(self) -> tuple[float, float]:
-        """The two-stage percentile bootstrap (clusters, then units) of fexbench.core.stats, which
-        builds on this module: the one-replicate interval of the replicated statistics."""
-        from fexbench.core import stats
-
-        one = stats.Replicated(self.statistic, (self.columns,), self.metric, (self.clusters,))
-        found = stats.interval(one, n_resamples=self.n_resamples, seed=self.seed)
+    def _unit_ci(self) -> tuple[float, float]:
+        """The one-replicate interval of fexbench.core.stats: the percentile bootstrap over units
+        (clusters, then units inside them, when the units carry cluster ids), the same draws that
+        the replicated statistics and the paired comparisons use; one bootstrap implementation."""
+        one = replicated.Replicated(self.statistic, (self.columns,), self.metric, (self.clusters,))
+        found = replicated.interval(one, n_resamples=self.n_resamples, seed=self.seed)
         return found.low, found.high
 
     @classmethod
@@ -190,11 +152,6 @@ class Estimate:
                         for i in range(len(first.columns)))
         seed_values = [seed_mean(e.statistic, *e.columns) for e in per_seed]
         return dataclasses.replace(first, columns=stacked).value(seed_values)
-
-
-def same_clusters(a: Sequence[int] | None, b: Sequence[int] | None) -> bool:
-    """Whether two Estimates' cluster ids are the same (both None, or equal ids)."""
-    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def finite_count(column: Sequence) -> int:

@@ -16,7 +16,9 @@ the benchmark:
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+
+from fexbench.core import profile
 
 T = TypeVar("T")
 
@@ -35,9 +37,11 @@ def _distribution(ep: EntryPoint) -> str:
 class Registry(Generic[T]):
     """Name -> factory, from the entry point group `group` plus runtime registrations."""
 
-    def __init__(self, group: str, what: str, base: Callable[[], type] | None = None):
+    def __init__(self, group: str, what: str, base: str | None = None):
         self.group, self.what = group, what
-        self._base = base  # returns the class entries must subclass (imported lazily)
+        # the qualified name of the class entries must subclass: checked on the class's MRO, so
+        # the registry (below the contract) never imports the contract (tests/test_architecture.py)
+        self._base = base
         self._extra: dict[str, Callable[..., T]] = {}
 
     # -- metadata (no imports) ------------------------------------------------------------------
@@ -104,11 +108,10 @@ class Registry(Generic[T]):
             if not callable(factory):
                 raise RegistryError(f"{self.what} {name!r} is not callable: {factory!r}")
             return
-        base = self._base()
-        if not (isinstance(factory, type) and issubclass(factory, base)):
+        bases = {f"{b.__module__}.{b.__qualname__}" for b in factory.__mro__} if isinstance(factory, type) else set()
+        if self._base not in bases:
             raise RegistryError(f"{self.what} {name!r} ({getattr(factory, '__module__', '?')}."
-                                f"{getattr(factory, '__qualname__', factory)}) must be a subclass of "
-                                f"{base.__module__}.{base.__qualname__}")
+                                f"{getattr(factory, '__qualname__', factory)}) must be a subclass of {self._base}")
 
     def broken(self) -> dict[str, str]:
         """name -> why, for every entry that cannot be loaded (imports every entry)."""
@@ -121,18 +124,8 @@ class Registry(Generic[T]):
         return out
 
 
-def _explainer_base() -> type:
-    from fexbench.core.contract import Explainer
-    return Explainer
-
-
-def _task_base() -> type:
-    from fexbench.core.contract import Task
-    return Task
-
-
-explainers: Registry = Registry("fexbench.explainers", "explainer", _explainer_base)
-tasks: Registry = Registry("fexbench.tasks", "task", _task_base)
+explainers: Registry = Registry("fexbench.explainers", "explainer", "fexbench.core.contract.Explainer")
+tasks: Registry = Registry("fexbench.tasks", "task", "fexbench.core.contract.Task")
 resources: Registry = Registry("fexbench.resources", "resource")
 perf: Registry = Registry("fexbench.perf", "performance benchmark")
 
@@ -147,3 +140,24 @@ def register_task(name: str, factory: Callable, override: bool = False) -> Calla
 
 def register_resource(name: str, factory: Callable, override: bool = False) -> Callable:
     return resources.register(name, factory, override)
+
+
+class LazyResources(Mapping[str, Any]):
+    """A read-only mapping whose values are built on first access and then kept."""
+
+    def __init__(self, env: Any):
+        self._env = env
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            options = dict((getattr(self._env, "resource_configs", None) or {}).get(name, {}))
+            with profile.stage(f"resource {name}"):
+                self._built[name] = resources.get(name)(self._env, **options)
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(resources.names())
+
+    def __len__(self) -> int:
+        return len(resources.names())

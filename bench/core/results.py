@@ -7,6 +7,7 @@ content hashes of data and weights, wall time and peak memory.
 from __future__ import annotations
 
 import hashlib
+import copy
 import json
 import math
 import platform
@@ -19,19 +20,15 @@ from typing import Any, Mapping
 from pydantic import TypeAdapter, ValidationError
 
 from fexbench.core.cache import atomic_write_json
+from fexbench.core.errors import ResultsError
+from fexbench.core.schema import (READABLE_VERSIONS, SCHEMA_FILE, SCHEMA_VERSION, STATUSES, _NULLABLE_NUMBERS,  # noqa: F401
+                                  _NULLABLE_SERIES, _UNIT_VALUES_ENTRY, SCHEMA_ID, SchemaError, check, problems)
 from fexbench.core.metrics import MetricValue
 
-SCHEMA_VERSION = 3  # 2: metrics carry `seed_values`, config `explainer_seeds`; 3: replicates, unit values
-READABLE_VERSIONS = (1, 2, 3)  # version 1 is version 2 with one explainer seed; 2 is 3 with one replicate
 TRACKED_PACKAGES = ("fexbench", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers",
                     "open_clip_torch", "datasets", "lemminflect", "tabulate")
 
 
-STATUSES = ("ok", "error", "skipped")  # skipped: the explainer declares it cannot explain the task's targets
-
-
-class ResultsError(ValueError):
-    pass
 
 
 def package_versions() -> dict[str, str]:
@@ -113,8 +110,6 @@ class JobResult:
             raise ResultsError(f"{source}: schema_version {data['schema_version']!r} is not one of {READABLE_VERSIONS}")
         if data["status"] not in STATUSES:
             raise ResultsError(f"{source}: status must be one of {', '.join(STATUSES)}, not {data['status']!r}")
-        from fexbench.core.schema import check  # the JSON Schema file plus range checks (imports this module)
-
         check(data, source)
         metrics = data.get("metrics", ())
         if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, Mapping) for m in metrics):
@@ -218,3 +213,103 @@ def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
             problems.append(f"{path}: no recorded digest (written by an older fexbench); included unverified")
         results.append(result)
     return results, problems
+
+
+# --- the schema file: generated from the dataclasses above, and whole files checked against it ---
+
+def generate_schema() -> dict[str, Any]:
+    """The JSON Schema of one result file, generated from JobResult and MetricValue.
+
+    pydantic gives types and required fields; on top we state what the JSON form adds: NaN is
+    null, `status` and `schema_version` are enumerations, unknown fields are refused and
+    `resumed` is never stored."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(JobResult).json_schema(mode="validation")
+    schema = copy.deepcopy(schema)
+    props = schema["properties"]
+    props.pop("resumed", None)
+    props["status"] = {**props["status"], "enum": list(STATUSES)}
+    props["schema_version"] = {**props["schema_version"], "enum": list(READABLE_VERSIONS)}
+    for name in ("wall_time_s", "fit_time_s", "explain_time_s", "peak_rss_mb"):
+        props[name] = {**props[name], "minimum": 0}
+    props["digest"] = {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, {"type": "null"}],
+                       "default": None, "title": "Digest",
+                       "description": "sha256 of the canonical JSON of every other field"}
+    schema["additionalProperties"] = False
+    metric = schema["$defs"]["MetricValue"]
+    metric["additionalProperties"] = False
+    mprops = metric["properties"]
+    for name in _NULLABLE_NUMBERS:
+        mprops[name] = {"anyOf": [{"type": "number"}, {"type": "null"}], "title": mprops[name].get("title", name),
+                        "description": "null: undefined (NaN)"}
+    for name in _NULLABLE_SERIES:
+        mprops[name] = {**mprops[name], "items": {"anyOf": [{"type": "number"}, {"type": "null"}]}}
+    mprops["n"] = {**mprops["n"], "minimum": 0}
+    props["unit_values"] = {**props["unit_values"], "additionalProperties": _UNIT_VALUES_ENTRY,
+                            "description": "metric -> the per-unit columns behind it (fexbench.harness.pooling)"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "fexbench job result",
+        "description": ("One (task, explainer) job of a fexbench run, stored as <out>/<task>/<explainer>.json. "
+                        "Also checked in code (not expressible here): every metric's value, ci_low, ci_high, "
+                        "seed_values, replicate_values and chance lie inside its value_range; ci_low <= ci_high; "
+                        "value_range low <= high; unit_values' cluster ids, when present, are one list per "
+                        "replicate with one id per unit; the digest, when present, matches the content."),
+        "x-fexbench-schema-version": SCHEMA_VERSION,
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
+
+
+def schema_text() -> str:
+    """The schema as the file holds it: sorted keys, two-space indent, a final newline."""
+    return json.dumps(generate_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schema(path: str | Path = SCHEMA_FILE) -> Path:
+    """Regenerate the shipped schema file (after a change to the results dataclasses)."""
+    from fexbench.core.cache import atomic_write_text
+
+    return atomic_write_text(Path(path), schema_text())
+
+
+def validate_file(path: str | Path) -> list[str]:
+    """Every problem of one result file (JSON, digest, schema), each naming the file; [] if valid."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return [f"{path}: cannot read: {exc.strerror or exc}"]
+    except UnicodeDecodeError:
+        return [f"{path}: not UTF-8 text"]
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return [f"{path}: not valid JSON: {str(exc)[:120]}"]
+    found = [f"{path}: {p}" for p in problems(data)]
+    if isinstance(data, Mapping) and data.get("digest") is not None and not found:
+        try:
+            if data["digest"] != canonical_digest(data):
+                found.append(f"{path}: digest: content does not match its recorded digest (edited or corrupted)")
+        except (TypeError, ValueError):
+            found.append(f"{path}: digest: the content cannot be digested")
+    if not found:
+        try:
+            JobResult.from_dict(data, source=str(path))
+        except ResultsError as exc:
+            found.append(str(exc))
+    return found
+
+
+# files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json)
+RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json"})
+
+
+def validate_dir(folder: str | Path) -> tuple[int, list[str]]:
+    """(number of result files checked, their problems) for every <task>/<explainer>.json below
+    `folder` (a run folder, or a folder of run folders)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*.json") if p.is_file() and p.name not in RUN_METADATA)
+    found: list[str] = []
+    for path in files:
+        found += validate_file(path)
+    return len(files), found

@@ -1,5 +1,6 @@
-"""The results schema as a file: a JSON Schema generated from the results dataclasses, and the
-checks a result file must pass on read.
+"""The results schema as a file, and the checks a result file must pass on read: the JSON Schema
+(generated from the results dataclasses by fexbench.core.results.generate_schema, shipped as
+results.schema.json) plus the cross-field checks it cannot state.
 
 A submitter validates a run against a published file (`bench/core/results.schema.json`,
 `fexbench schema`) rather than against our Python code, so the file is generated from the
@@ -10,15 +11,17 @@ code, so every file read by fexbench passes both, and each problem is named by f
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from fexbench.core.results import (READABLE_VERSIONS, SCHEMA_VERSION, STATUSES, JobResult, ResultsError,
-                                   canonical_digest)
+from fexbench.core.errors import ResultsError
+
+SCHEMA_VERSION = 3  # 2: metrics carry `seed_values`, config `explainer_seeds`; 3: replicates, unit values
+READABLE_VERSIONS = (1, 2, 3)  # version 1 is version 2 with one explainer seed; 2 is 3 with one replicate
+STATUSES = ("ok", "error", "skipped")  # skipped: the explainer declares it cannot explain the task's targets
 
 SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
 SCHEMA_ID = "https://fexbench.invalid/results.schema.json"
@@ -50,68 +53,11 @@ class SchemaError(ResultsError):
     """A result file that does not satisfy the results schema."""
 
 
-def generate_schema() -> dict[str, Any]:
-    """The JSON Schema of one result file, generated from JobResult and MetricValue.
-
-    pydantic gives types and required fields; on top we state what the JSON form adds: NaN is
-    null, `status` and `schema_version` are enumerations, unknown fields are refused and
-    `resumed` is never stored."""
-    from pydantic import TypeAdapter
-
-    schema = TypeAdapter(JobResult).json_schema(mode="validation")
-    schema = copy.deepcopy(schema)
-    props = schema["properties"]
-    props.pop("resumed", None)
-    props["status"] = {**props["status"], "enum": list(STATUSES)}
-    props["schema_version"] = {**props["schema_version"], "enum": list(READABLE_VERSIONS)}
-    for name in ("wall_time_s", "fit_time_s", "explain_time_s", "peak_rss_mb"):
-        props[name] = {**props[name], "minimum": 0}
-    props["digest"] = {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, {"type": "null"}],
-                       "default": None, "title": "Digest",
-                       "description": "sha256 of the canonical JSON of every other field"}
-    schema["additionalProperties"] = False
-    metric = schema["$defs"]["MetricValue"]
-    metric["additionalProperties"] = False
-    mprops = metric["properties"]
-    for name in _NULLABLE_NUMBERS:
-        mprops[name] = {"anyOf": [{"type": "number"}, {"type": "null"}], "title": mprops[name].get("title", name),
-                        "description": "null: undefined (NaN)"}
-    for name in _NULLABLE_SERIES:
-        mprops[name] = {**mprops[name], "items": {"anyOf": [{"type": "number"}, {"type": "null"}]}}
-    mprops["n"] = {**mprops["n"], "minimum": 0}
-    props["unit_values"] = {**props["unit_values"], "additionalProperties": _UNIT_VALUES_ENTRY,
-                            "description": "metric -> the per-unit columns behind it (fexbench.harness.pooling)"}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "fexbench job result",
-        "description": ("One (task, explainer) job of a fexbench run, stored as <out>/<task>/<explainer>.json. "
-                        "Also checked in code (not expressible here): every metric's value, ci_low, ci_high, "
-                        "seed_values, replicate_values and chance lie inside its value_range; ci_low <= ci_high; "
-                        "value_range low <= high; unit_values' cluster ids, when present, are one list per "
-                        "replicate with one id per unit; the digest, when present, matches the content."),
-        "x-fexbench-schema-version": SCHEMA_VERSION,
-        **{k: v for k, v in schema.items() if k not in ("title", "description")},
-    }
-
-
-def schema_text() -> str:
-    """The schema as the file holds it: sorted keys, two-space indent, a final newline."""
-    return json.dumps(generate_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_schema(path: str | Path = SCHEMA_FILE) -> Path:
-    """Regenerate the shipped schema file (after a change to the results dataclasses)."""
-    from fexbench.core.cache import atomic_write_text
-
-    return atomic_write_text(Path(path), schema_text())
-
-
 @lru_cache(maxsize=1)
 def _validator():
     import jsonschema
 
-    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) if SCHEMA_FILE.exists() else generate_schema()
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))  # shipped; tests/test_schema.py keeps it current
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
@@ -203,45 +149,3 @@ def check(data: Any, source: str = "<dict>") -> None:
         raise SchemaError(f"{source}: " + "; ".join(found[:5]) + more)
 
 
-def validate_file(path: str | Path) -> list[str]:
-    """Every problem of one result file (JSON, digest, schema), each naming the file; [] if valid."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        return [f"{path}: cannot read: {exc.strerror or exc}"]
-    except UnicodeDecodeError:
-        return [f"{path}: not UTF-8 text"]
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return [f"{path}: not valid JSON: {str(exc)[:120]}"]
-    found = [f"{path}: {p}" for p in problems(data)]
-    if isinstance(data, Mapping) and data.get("digest") is not None and not found:
-        try:
-            if data["digest"] != canonical_digest(data):
-                found.append(f"{path}: digest: content does not match its recorded digest (edited or corrupted)")
-        except (TypeError, ValueError):
-            found.append(f"{path}: digest: the content cannot be digested")
-    if not found:
-        try:
-            JobResult.from_dict(data, source=str(path))
-        except ResultsError as exc:
-            found.append(str(exc))
-    return found
-
-
-# files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json)
-RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json"})
-
-
-def validate_dir(folder: str | Path) -> tuple[int, list[str]]:
-    """(number of result files checked, their problems) for every <task>/<explainer>.json below
-    `folder` (a run folder, or a folder of run folders)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*.json") if p.is_file() and p.name not in RUN_METADATA)
-    found: list[str] = []
-    for path in files:
-        found += validate_file(path)
-    return len(files), found
-
-
-# --- the command line -----------------------------------------------------------------------------

@@ -28,14 +28,31 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+import warnings
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from fexbench.core.lazymodule import lazy_module
-from fexbench.core.metrics import Estimate, Metric, nanmean, same_clusters
 
 optimize, stats = lazy_module("scipy.optimize"), lazy_module("scipy.stats")  # loaded on first use
+
+if TYPE_CHECKING:  # typing only: fexbench.core.metrics builds on this module
+    from fexbench.core.metrics import Estimate, Metric
+
+
+def nanmean(values, axis: int = -1):
+    """Mean over the defined (non-NaN) entries; NaN when none is defined."""
+    values = np.asarray(values, float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.nanmean(values, axis=axis) if values.size else np.float64("nan")
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def same_clusters(a: Sequence[int] | None, b: Sequence[int] | None) -> bool:
+    """Whether two Estimates' cluster ids are the same (both None, or equal ids)."""
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 __all__ = ["Replicated", "Interval", "Comparison", "Ranking", "Components", "Design", "interval",
            "hierarchical_bootstrap", "compare", "unpaired", "probability_of_improvement", "holm",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fexbench.harness.config import looks_local
+from fexbench.core.references import looks_local
 from fexbench.data.imageset import DataError, ImageSet
 from fexbench.data.images import ImageItem, decode_images
 

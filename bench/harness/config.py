@@ -45,66 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fexbench.core import registry
 
 
-class ConfigError(ValueError):
-    """A bad run config: the message names the file and the dotted key at fault."""
-
-
-# -- helpers shared with fexbench.models.pretrained / fexbench.models.finetune -----------------------------------------
-LOCAL_SUFFIXES = {".safetensors", ".json", ".bin", ".pt", ".pth", ".parquet", ".csv", ".arrow", ".toml",
-                  ".txt", ".jsonl", ".npy", ".npz"}
-
-
-def looks_local(value: str) -> bool:
-    """Does a model/dataset reference name a local path rather than a hub name?
-
-    Local: absolute, ./ ../ ~, an existing path, a file suffix (.safetensors ...), the local-dir:
-    prefix, or a relative path whose first folder exists here ("datasets/wb_hf" when ./datasets
-    exists). Hub names ("microsoft/resnet-50", "ViT-B-32", "resnet50.a1_in1k") are none of these.
-    """
-    if value.startswith("local-dir:"):
-        return True
-    if value.startswith(("hf-hub:", "hf_hub:")):
-        return False
-    path = Path(value).expanduser()
-    if value.startswith(("/", "./", "../", "~")) or path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
-        return True
-    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
-
-
-def local_path(value: str) -> Path:
-    return Path(value.removeprefix("local-dir:")).expanduser()
-
-
-def _is_device(device: str) -> bool:
-    import torch
-    try:
-        return device == "auto" or torch.device(device).type in ("cpu", "cuda", "mps")
-    except (RuntimeError, ValueError, TypeError):
-        return False
-
-
-def check_device(device: str) -> str:
-    """The device to use: "auto" is cuda when available, else cpu; a cuda/mps device must exist."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available here (torch {torch.__version__}, "
-                              f"CUDA build: {torch.version.cuda or 'none'}); use device = \"cpu\" or \"auto\"")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"device {device!r} requested but MPS is not available here")
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported (cpu, cuda, cuda:N, mps or auto)")
-    return device
+from fexbench.core.references import ConfigError, check_device, is_device, local_path, looks_local  # noqa: F401
 
 
 # -- the config tree ---------------------------------------------------------------------------------
@@ -365,7 +306,7 @@ def validate(data: Mapping[str, Any], source: str = "<config>", lint: bool = Fal
     run = _check_run(dict(data.get("run", {})), where, base=RunSection())
     tasks = _check_components(data.get("tasks", {}), "tasks", registry.tasks, where)
     explainers = _check_components(data.get("explainers", {}), "explainers", registry.explainers, where)
-    from fexbench.resources.lazy import resources as resource_registry
+    from fexbench.core.registry import resources as resource_registry
     res = _check_components(data.get("resources", {}), "resources", resource_registry, where, skip_first=1)
     return RunConfig(run, _frozen(tasks), _frozen(explainers), _frozen(res), source)
 
@@ -452,7 +393,7 @@ def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> Ru
         raise pydantic_error(err, "run", checked, where, RunSection.model_fields, _RANGES) from None
     if "device" in checked:
         try:
-            check_device("cpu" if where.lint and _is_device(run.device) else run.device)
+            check_device("cpu" if where.lint and is_device(run.device) else run.device)
         except ConfigError as err:
             raise where.error("run.device", str(err)) from None
     for key in ("out", "cache_dir"):

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fexbench.core.cache import ArrayCache, atomic_write, atomic_write_json, build_once, file_sha256, stable_hash
-from fexbench.harness.config import check_device
+from fexbench.core.references import check_device
 from fexbench.core.contract import Subject
 from fexbench.data.imageset import DataError, ImageSet
 from fexbench.models.pretrained import HeadedClassifier, PretrainedClassifier, amp_dtype, load_classifier, state_dict_sha256

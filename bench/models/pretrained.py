@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fexbench.harness.config import ConfigError, check_device, local_path, looks_local
+from fexbench.core.references import ConfigError, check_device, local_path, looks_local
 from fexbench.data.imageset import DataError
 from fexbench.models.subjects import TorchClassifier
 

@@ -1,0 +1,44 @@
+"""The run's driver: a run's job graph (fexbench.harness.graph) handed to an executor
+(fexbench.harness.executors), and where its time went written beside the results. The unit of
+work, one (task, explainer) job, is fexbench.harness.runner.run_job: every executor runs that."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from fexbench.core.cache import atomic_write_json
+from fexbench.core.contract import Environment
+from fexbench.core.results import JobResult
+from fexbench.harness.executors import LocalExecutor
+from fexbench.harness.graph import build_graph
+
+
+def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
+        task_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        explainer_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        resume: bool = True, log: Callable[[str], None] = print, executor: Any = None) -> list[JobResult]:
+    """Prepare each task once, then run every explainer on it: the run's job graph
+    (fexbench.harness.graph) handed to an executor (fexbench.harness.executors; default: in
+    order, in this process; a RayExecutor spreads it over a cluster)."""
+    graph = build_graph(task_names, explainer_names, env, task_configs, explainer_configs)
+    results, timing = (executor or LocalExecutor()).execute(graph, env, resume, log)
+    write_timing(env.out_dir, timing)
+    return results
+
+
+def write_timing(out_dir: Path, timing: Mapping[str, Any]) -> None:
+    """Where this run's time went, per task (preparation of every replicate, each job computed now),
+    merged into the folder's timing.json: `fexbench power` prices designs from it."""
+    path = Path(out_dir) / "timing.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        tasks = dict(old.get("tasks", {})) if isinstance(old, dict) else {}
+    except (OSError, ValueError):
+        tasks = {}
+    for task, entry in timing["tasks"].items():
+        previous = tasks.get(task, {}) if isinstance(tasks.get(task), dict) else {}
+        jobs = {**(previous.get("jobs_s") or {}), **entry["jobs_s"]}
+        prepare = entry["prepare_s"] if entry["jobs_s"] or "prepare_s" not in previous else previous["prepare_s"]
+        tasks[task] = {"prepare_s": prepare, "jobs_s": jobs}
+    atomic_write_json(path, {"replicates": timing["replicates"], "tasks": tasks})

@@ -3,10 +3,16 @@
 A trained subject lives in <cache>/subjects/<hash of full config + training data>/ as
 model.safetensors plus card.json; the weights' sha256 names the subject in every downstream cache
 key, so features extracted from a retrained model can never be confused with the old ones.
+
+A subject is trained from scratch, or fine-tuned from a base network (`BaseNet`: itself a cached
+subject, trained once on unbiased data and shared by a zoo), as real Waterbirds and ImageNet-9
+subjects are fine-tuned from a pretrained backbone; the base's cache key enters the subject's.
+docs/subjects.md gives the measurements behind the zoos' construction.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -144,17 +150,23 @@ class TrainConfig:
     seed: int = 0
 
 
-def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True, label: str | None = None) -> SmallCNN:
+def train_cnn(train: ImageSet, config: TrainConfig, progress: bool = True, label: str | None = None,
+              init: dict[str, torch.Tensor] | None = None) -> SmallCNN:
     """Plain ERM with Adam, deterministic given the seed and independent of the machine: always
     one torch thread (fexbench.core.threads), so the weights do not depend on the number of cores.
-    `label` names the progress bar ("train cnn-rho0.9-s1 (3/10)"; default: the training set)."""
+    `label` names the progress bar ("train cnn-rho0.9-s1 (3/10)"; default: the training set).
+    `init`: a state dict to start from (fine-tuning all layers from a base network), else the
+    seed's random initialisation."""
     with threads.component("subject-training"):
-        return _train_cnn(train, config, progress, label)
+        return _train_cnn(train, config, progress, label, init)
 
 
-def _train_cnn(train: ImageSet, config: TrainConfig, progress: bool, label: str | None) -> SmallCNN:
+def _train_cnn(train: ImageSet, config: TrainConfig, progress: bool, label: str | None,
+               init: dict[str, torch.Tensor] | None = None) -> SmallCNN:
     torch.manual_seed(config.seed)
     model = SmallCNN(config.n_classes, config.width, config.hidden)
+    if init is not None:
+        model.load_state_dict(init)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     x_all, y_all = to_tensor(train.images), torch.from_numpy(train.labels.astype(np.int64))
     gen = torch.Generator().manual_seed(config.seed)
@@ -187,33 +199,60 @@ class SubjectCard(BaseModel):
     train_data_sha256: Sha256
     class_names: list[str]
     weights_sha256: Sha256
+    init: dict[str, Any] | None = None  # fine-tuned from a base network: its config key and weights' sha256
+    train_cpu_s: float | None = None  # process CPU seconds of this training (one thread), for the record
 
 
-def subject_key(config: TrainConfig, data_key: dict[str, Any]) -> str:
-    """The cache key of a subject: its architecture, training config and training-data description."""
-    return stable_hash({"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}, 24)
+@dataclass(frozen=True)
+class BaseNet:
+    """A base network that subjects are fine-tuned from (all layers): a subject itself, trained
+    once from scratch on unbiased data and cached by its own config and data description.
+    `make_train_set` builds its training data when it is not cached."""
+
+    name: str
+    config: TrainConfig
+    data_key: dict[str, Any]
+    make_train_set: Callable[[], ImageSet]
+
+    @property
+    def key(self) -> str:
+        return subject_key(self.config, self.data_key)
 
 
-def is_cached(cache_dir: str | Path, config: TrainConfig, data_key: dict[str, Any]) -> bool:
+def subject_key(config: TrainConfig, data_key: dict[str, Any], base: BaseNet | str | None = None) -> str:
+    """The cache key of a subject: its architecture, training config and training-data description,
+    and the base network it is fine-tuned from (its key), if any."""
+    spec: dict[str, Any] = {"arch": "SmallCNN/v3", "train": asdict(config), "data": data_key}
+    if base is not None:
+        spec["init"] = base if isinstance(base, str) else base.key
+    return stable_hash(spec, 24)
+
+
+def is_cached(cache_dir: str | Path, config: TrainConfig, data_key: dict[str, Any], base: BaseNet | None = None,
+              folder: str = "subjects") -> bool:
     """Whether a subject's files are in the cache (they are still verified when loaded)."""
-    folder = Path(cache_dir) / "subjects" / subject_key(config, data_key)
-    return (folder / "model.safetensors").exists() and (folder / "card.json").exists()
+    path = Path(cache_dir) / folder / subject_key(config, data_key, base)
+    return (path / "model.safetensors").exists() and (path / "card.json").exists()
 
 
 def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_names: tuple[str, ...],
                   make_train_set: Callable[[], ImageSet], data_key: dict[str, Any],
-                  progress: bool = True, position: str = "") -> Subject:
+                  progress: bool = True, position: str = "", base: BaseNet | None = None,
+                  folder_name: str = "subjects") -> Subject:
     """The subject for (config, training data): loaded from the cache, or trained and cached.
-    `position` is shown after the name in the training bar, e.g. "(3/10)".
+    `position` is shown after the name in the training bar, e.g. "(3/10)". With a `base`, the
+    subject is fine-tuned from the base network (loaded or trained and cached first, under
+    <cache>/bases/: it is no subject of any task).
 
     `data_key` describes the training data fully (generator, seed, rho, size ...), so the cache key
     is known before the data is built; the data's content hash is stored in the card. The folder is
     read back only when its files match the digests recorded when they were written and the card
     describes this very config (fexbench.core.cache.build_once); else the subject is trained again.
     """
-    key = subject_key(config, data_key)
-    folder = Path(cache_dir) / "subjects" / key
+    key = subject_key(config, data_key, base)
+    folder = Path(cache_dir) / folder_name / key
     weights, card_path = folder / "model.safetensors", folder / "card.json"
+    init = None if base is None else {"base": base.key}
 
     def load() -> tuple[SmallCNN, dict[str, Any]]:
         card = SubjectCard.model_validate_json(card_path.read_bytes()).model_dump()
@@ -222,6 +261,8 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
         for field_name, value in expected.items():
             if card[field_name] != value:
                 raise ValueError(f"card.json {field_name} does not describe this subject")
+        if (card["init"] or {}).get("base") != (init or {}).get("base"):
+            raise ValueError("card.json init does not describe this subject's base network")
         if card["weights_sha256"] != file_sha256(weights):
             raise ValueError("card.json weights_sha256 is not the weights file's")
         model = SmallCNN(config.n_classes, config.width, config.hidden)
@@ -229,12 +270,20 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
         return model.eval(), card
 
     def train() -> tuple[SmallCNN, dict[str, Any]]:
+        start_state = None
+        if base is not None:
+            parent = load_or_train(cache_dir, base.name, base.config, class_names, base.make_train_set,
+                                   base.data_key, progress=progress, folder_name="bases")
+            init["base_weights_sha256"] = parent.weights_hash
+            start_state = {k: v.detach().clone() for k, v in parent.model.module.state_dict().items()}
         data = make_train_set()
-        model = train_cnn(data, config, progress, label=f"{name} {position}".strip())
+        started = time.process_time()
+        model = train_cnn(data, config, progress, label=f"{name} {position}".strip(), init=start_state)
+        cpu_s = time.process_time() - started
         atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
         card = {"name": name, "config_key": key, "train_config": asdict(config), "data": data_key,
                 "train_data_sha256": data.content_hash, "class_names": list(class_names),
-                "weights_sha256": file_sha256(weights)}
+                "weights_sha256": file_sha256(weights), "init": init, "train_cpu_s": round(cpu_s, 3)}
         atomic_write_json(card_path, card)
         return model, card
 

@@ -95,10 +95,12 @@ class ImageNet9Background(Task):
     def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), seeds: tuple[int, ...] = (0,),
                  n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 6, width: int = 16,
                  image_size: int = 32, gap_threshold: float = 0.3, n_bootstrap: int = 1000,
-                 data: Mapping[str, Any] | None = None, subjects: Sequence[Mapping[str, Any]] | None = None):
+                 data: Mapping[str, Any] | None = None, subjects: Sequence[Mapping[str, Any]] | None = None,
+                 base_epochs: int = 0, lr: float = 3e-3):
         self.p_natives, self.seeds, self.gap_threshold = tuple(p_natives), tuple(seeds), gap_threshold
         self.n_train, self.n_probe, self.n_test = n_train, n_probe, n_test
         self.epochs, self.width, self.image_size, self.n_bootstrap = epochs, width, image_size, n_bootstrap
+        self.base_epochs, self.lr = base_epochs, lr
         self.data = dict(data or {"source": "world"})
         self.subjects = [dict(s) for s in subjects or ()]
 
@@ -115,7 +117,8 @@ class ImageNet9Background(Task):
     # -- data and subjects: the shared zoo (fexbench.tasks.imagenet9_zoo) ----------------------
     @property
     def zoo(self) -> ImageNet9Zoo:
-        return ImageNet9Zoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size)
+        return ImageNet9Zoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size,
+                            self.base_epochs, self.lr)
 
     def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...]) -> Case:
         """The zoo's case, with this task's vocabulary; on the real release the oracle knows only

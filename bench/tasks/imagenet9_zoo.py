@@ -4,6 +4,12 @@
 subjects, and `sanity-randomization` randomises one of them; `unit-causes` explains their units.
 They all build the same data and subjects through this module, so each is trained once and read
 from the cache by the others, and no task imports another task.
+
+Subjects are fine-tuned (all layers) from a base network trained on class-independent backgrounds
+(p_native = 0) for `base_epochs`, one base per replicate and width, as real ImageNet-9 subjects
+are fine-tuned from a pretrained backbone; base_epochs = 0 trains every subject from scratch.
+Every random stream (initialisations, training data) derives from the run's seed, so replicates
+are independent. docs/subjects.md gives the measurements behind the defaults.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from fexbench.data import world
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset
 from fexbench.data.world_concepts import world_vocabulary
 from fexbench.models.parallel import train_missing
-from fexbench.models.subjects import TrainConfig, cached_activations, is_cached, load_or_train
+from fexbench.models.subjects import BaseNet, TrainConfig, cached_activations, is_cached, load_or_train
 
 CLASS_NAMES = world.SHAPES
 ORACLE_FIELDS = ("shape", "colour", "size", "background")
@@ -36,6 +42,8 @@ class ImageNet9Zoo:
     epochs: int = 6
     width: int = 16
     image_size: int = 32
+    base_epochs: int = 0
+    lr: float = 3e-3
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], owner: str, ignore: tuple[str, ...] = ()) -> "ImageNet9Zoo":
@@ -64,28 +72,47 @@ class ImageNet9Zoo:
         seed = derive_seed(env.seed, "imagenet9", "test")
         return {v: self.world_set(env, "test", self.n_test, seed, 1.0, v) for v in world.VARIANTS}
 
+    def base(self, env: Any, width: int | None = None) -> BaseNet | None:
+        """The replicate's base network of this width (None when subjects are trained from scratch):
+        trained on class-independent backgrounds (p_native = 0), from an initialisation of its own seed."""
+        if self.base_epochs <= 0:
+            return None
+        width = self.width if width is None else width
+        data_seed = derive_seed(env.seed, "imagenet9", "base", "train")
+        config = TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.base_epochs,
+                             seed=derive_seed(env.seed, "init", "imagenet9", "base", width))
+        data_key = {"layout": "imagenet9", "n": self.n_train, "p_native": 0.0, "seed": data_seed,
+                    "size": self.image_size, "world": world.VERSION}
+        return BaseNet(f"cnn9-base-w{width}", config, data_key,
+                       lambda: self.world_set(env, "train", self.n_train, data_seed, 0.0))
+
     def _spec(self, env: Any, p_native: float, seed: int, width: int | None) -> tuple[str, TrainConfig, dict, int]:
         width = self.width if width is None else width
         data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
         name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
-        config = TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, seed=seed)
+        # the replicate's own initialisation (and data order) for this slot: replicates share no stream
+        config = TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, lr=self.lr,
+                             seed=derive_seed(env.seed, "init", "imagenet9", p_native, seed, width))
         data_key = {"layout": "imagenet9", "n": self.n_train, "p_native": p_native, "seed": data_seed,
-                    "size": self.image_size, "world": world.VERSION}
+                    "size": self.image_size, "world": world.VERSION, "slot_seed": seed}
         return name, config, data_key, data_seed
 
     def subject(self, env: Any, p_native: float, seed: int, width: int | None = None, position: str = "") -> Subject:
-        """A SmallCNN trained on the layout at p_native (cached by its full config and data description).
+        """A SmallCNN trained on the layout at p_native (cached by its full config and data description),
+        fine-tuned from the replicate's base network of its width when there is one.
         `position` ("(3/10)") is shown in the training bar."""
         name, config, data_key, data_seed = self._spec(env, p_native, seed, width)
         return load_or_train(
             env.cache_dir, name, config, CLASS_NAMES,
             lambda: self.world_set(env, "train", self.n_train, data_seed, p_native),
-            data_key, progress=env.progress, position=position)
+            data_key, progress=env.progress, position=position, base=self.base(env, width))
 
     def prebuild(self, env: Any, specs: Sequence[tuple[float, int, int | None]]) -> None:
         """Train the subjects (p_native, seed, width) missing from the cache in worker processes
-        (fexbench.models.parallel); `subject` then reads them back."""
-        train_missing(env, self, specs, lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[1:3]))
+        (fexbench.models.parallel); `subject` then reads them back. The first worker to need a base
+        network trains it while the others wait for it (the cache's build lock)."""
+        train_missing(env, self, specs,
+                      lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[1:3], self.base(env, spec[2])))
 
     def case(self, env: Any, subject: Subject, probe: ImageSet, targets: tuple[Target, ...],
              vocabulary: tuple[str, ...] | None = None, attributes: Mapping[str, tuple[str, ...]] | None = None) -> Case:

@@ -46,10 +46,12 @@ CORRECT_BG = Metric("correct_background", "biased subjects: named background is 
 
 
 def subject_info(subject: Subject) -> dict[str, Any]:
-    """What a subject is, for the ground-truth record (rho and seed when it was trained here)."""
+    """What a subject is, for the ground-truth record (rho and seed when it was trained here: the
+    zoo's slot seed, whose initialisation seed each replicate derives from its own run seed)."""
     card = subject.config or {}
     data = card.get("data", {}) if isinstance(card.get("data"), Mapping) else {}
-    return {"rho": data.get("rho"), "seed": card.get("train_config", {}).get("seed", data.get("seed"))}
+    return {"rho": data.get("rho"),
+            "seed": data.get("slot_seed", card.get("train_config", {}).get("seed", data.get("seed")))}
 
 
 def real_waterbirds_vocabulary() -> ConceptVocabulary:
@@ -71,10 +73,11 @@ class WaterbirdsSpurious(Task):
                  seeds: tuple[int, ...] = (0, 1), n_train: int = 3000, n_probe: int = 800, n_test: int = 1200,
                  epochs: int = 6, width: int = 16, image_size: int = 32, bias_threshold: float = 0.3,
                  n_bootstrap: int = 1000, data: Mapping[str, Any] | None = None,
-                 subjects: Sequence[Mapping[str, Any]] | None = None):
+                 subjects: Sequence[Mapping[str, Any]] | None = None, base_epochs: int = 0, lr: float = 3e-3):
         self.rhos, self.seeds = tuple(rhos), tuple(seeds)
         self.n_train, self.n_probe, self.n_test = n_train, n_probe, n_test
         self.epochs, self.width, self.image_size = epochs, width, image_size
+        self.base_epochs, self.lr = base_epochs, lr
         self.bias_threshold, self.n_bootstrap = bias_threshold, n_bootstrap
         self.data = dict(data or {"source": "world"})
         self.subjects = [dict(s) for s in subjects or ()]
@@ -83,7 +86,8 @@ class WaterbirdsSpurious(Task):
     @property
     def zoo(self) -> WaterbirdsZoo:
         """The shared layout and zoo (fexbench.tasks.waterbirds_zoo): same data, same cached subjects."""
-        return WaterbirdsZoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size)
+        return WaterbirdsZoo(self.n_train, self.n_probe, self.n_test, self.epochs, self.width, self.image_size,
+                             self.base_epochs, self.lr)
 
     def _world(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:
         return self.zoo.world_set(env, split, n, rho, seed, swap)

@@ -3,6 +3,12 @@
 `waterbirds-spurious` measures the zoo's background reliance and `unit-causes` explains its units.
 Both build the same data and subjects through this module, with the same cache keys, so each
 subject is trained once and read from the cache by the other, and no task imports another task.
+
+Subjects are fine-tuned (all layers) from a base network trained on balanced data (rho = 0.5) for
+`base_epochs`, one base per replicate and width, as real Waterbirds subjects are fine-tuned from a
+pretrained backbone; base_epochs = 0 trains every subject from scratch. Every random stream (the
+base's and each subject's initialisation, their training data) derives from the run's seed, so
+replicates are independent. docs/subjects.md gives the measurements behind the defaults.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from fexbench.core.seeds import derive_seed
 from fexbench.data import world
 from fexbench.data.imageset import ImageSet, cached_imageset
 from fexbench.models.parallel import train_missing
-from fexbench.models.subjects import TrainConfig, is_cached, load_or_train
+from fexbench.models.subjects import BaseNet, TrainConfig, is_cached, load_or_train
 
 CLASS_NAMES = ("angular", "round")
 PLACES = ("land", "water")
@@ -30,6 +36,8 @@ class WaterbirdsZoo:
     epochs: int = 6
     width: int = 16
     image_size: int = 32
+    base_epochs: int = 0
+    lr: float = 3e-3
 
     def world_set(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:
         """A rendered split (balanced over (label, place) unless it is the training split), cached by
@@ -62,23 +70,41 @@ class WaterbirdsZoo:
         """The probe set's scene parameters, in its order (for interventions on them)."""
         return self.scenes("probe", self.n_probe, 0.5, self.probe_seed(env))[0]
 
+    def base(self, env: Any) -> BaseNet | None:
+        """The replicate's base network (None when subjects are trained from scratch): trained on
+        balanced data (rho = 0.5) of its own seed, from an initialisation of its own seed."""
+        if self.base_epochs <= 0:
+            return None
+        data_seed = derive_seed(env.seed, "base", "train")
+        config = TrainConfig(n_classes=2, width=self.width, epochs=self.base_epochs,
+                             seed=derive_seed(env.seed, "init", "waterbirds", "base"))
+        data_key = {"layout": "waterbirds", "n": self.n_train, "rho": 0.5, "seed": data_seed,
+                    "size": self.image_size, "world": world.VERSION}
+        return BaseNet(f"cnn-base-w{self.width}", config, data_key,
+                       lambda: self.world_set(env, "train", self.n_train, 0.5, data_seed))
+
     def _spec(self, env: Any, rho: float, seed: int) -> tuple[TrainConfig, dict, int]:
         data_seed = derive_seed(env.seed, "train", rho, seed)
-        config = TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, seed=seed)
+        # the replicate's own initialisation (and data order) for this slot: replicates share no stream
+        config = TrainConfig(n_classes=2, width=self.width, epochs=self.epochs, lr=self.lr,
+                             seed=derive_seed(env.seed, "init", "waterbirds", rho, seed))
         data_key = {"layout": "waterbirds", "n": self.n_train, "rho": rho, "seed": data_seed,
-                    "size": self.image_size, "world": world.VERSION}
+                    "size": self.image_size, "world": world.VERSION, "slot_seed": seed}
         return config, data_key, data_seed
 
     def subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
-        """A SmallCNN trained on the layout at spurious strength rho (cached by config and data description).
+        """A SmallCNN trained on the layout at spurious strength rho (cached by config and data description),
+        fine-tuned from the replicate's base network when there is one.
         `position` ("(3/10)") is shown in the training bar."""
         config, data_key, data_seed = self._spec(env, rho, seed)
         return load_or_train(
             env.cache_dir, f"cnn-rho{rho:g}-s{seed}", config, CLASS_NAMES,
             lambda: self.world_set(env, "train", self.n_train, rho, data_seed),
-            data_key, progress=env.progress, position=position)
+            data_key, progress=env.progress, position=position, base=self.base(env))
 
     def prebuild(self, env: Any, grid: Sequence[tuple[float, int]]) -> None:
         """Train the subjects (rho, seed) missing from the cache in worker processes
-        (fexbench.models.parallel); `subject` then reads them back."""
-        train_missing(env, self, grid, lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[:2]))
+        (fexbench.models.parallel); `subject` then reads them back. The first worker to need the
+        base network trains it while the others wait for it (the cache's build lock)."""
+        base = self.base(env)
+        train_missing(env, self, grid, lambda spec: is_cached(env.cache_dir, *self._spec(env, *spec)[:2], base))

@@ -73,7 +73,7 @@ def test_concept_file_and_bad_config(tmp_path, small_clip):
 def _per_target_log_given(probs, acts, top_k, p_start=0.998, p_end=0.97, min_prob=1e-7):
     """The formula unit by unit, as fexbench computed it per target before layer-scale scoring."""
     acts = np.asarray(acts, dtype=np.float64).reshape(len(acts), -1)
-    p = (p_start - np.arange(top_k) / top_k * (p_start - p_end))[:, None]
+    p = soft_membership(top_k, p_start, p_end).astype(np.float64)[:, None]  # float32 values, as released
     out = np.empty((acts.shape[1], probs.shape[1]))
     for k in range(acts.shape[1]):
         top = np.argsort(-acts[:, k], kind="stable")[:top_k]
@@ -98,7 +98,7 @@ def test_layer_scores_equal_the_per_target_computation():
 
     context, words, sims = _random_case()
     probe, top_k = context.probe, 30
-    explainer = ClipDissectExplainer(top_k=top_k, lam=1.0).use_similarities(words, sims)
+    explainer = ClipDissectExplainer(top_k=top_k, lam=1.0, dtype="float64").use_similarities(words, sims)
     probs = softmax(10.0 * sims, axis=1)
     direction = np.random.default_rng(1).normal(size=probe.features.shape[1])
     targets = ([Target("unit", k) for k in range(probe.features.shape[1])]

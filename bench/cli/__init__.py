@@ -1,7 +1,7 @@
 """fexbench: a benchmark of methods that explain the learned features of image classifiers in words.
 
 The `fexbench` command: one module per command in this package (run, ls, explain, perf,
-plan, power, agreement, compare, reproduce, publish, schema, check_explainer), each with its
+plan, power, agreement, compare, reproduce, publish, release, schema, check_explainer), each with its
 `add_parser`; this module only assembles them and turns user errors into one line and exit 2.
 
 User errors (an unknown task, a bad path) print one clear line and exit 2, without a traceback.
@@ -14,14 +14,15 @@ import argparse
 import sys
 from typing import Sequence
 
-from fexbench.cli import (agreement, check_explainer, compare, explain, ls, perf, plan, power, publish, reproduce,
-                          run, schema)
+from fexbench.cli import (agreement, check_explainer, compare, explain, ls, perf, plan, power, publish, release,
+                          reproduce, run, schema)
 from fexbench.cli.common import examples
 from fexbench.core.errors import UsageError
 from fexbench.core.registry import RegistryError
 
 # the order of `fexbench --help`
-COMMANDS = (run, ls, explain, check_explainer, compare, power, agreement, reproduce, publish, schema, plan, perf)
+COMMANDS = (run, ls, explain, check_explainer, compare, power, agreement, reproduce, publish, release, schema, plan,
+            perf)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,12 +26,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                  job_time_limit_s=args.job_time_limit,
                  explainers=args.explainers, progress=False if args.quiet else None,
                  resume=False if args.no_resume else None, threads=args.threads,
-                 prefetch=False if getattr(args, "no_prefetch", False) else None)
+                 prefetch=False if getattr(args, "no_prefetch", False) else None,
+                 release=getattr(args, "release", None))
     if getattr(args, "preset", None):  # a shipped preset (fexbench.presets); a --config then overrides it
         from fexbench import presets
         flags["preset"] = args.preset if args.config else None
         args.config = args.config or presets.path(args.preset)
     config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
+    on_release = None
+    if config.run.release:  # verified, placed in the cache; its design is what runs (docs/release.md)
+        from fexbench.harness.release import prepare_run
+        config, on_release = prepare_run(config, tasks_given=bool(args.tasks), log=log)
+    elif not config.run.train:
+        from fexbench.core.release import forbid_training
+        forbid_training("[run] train = false")
     tasks, explainers = config.task_names(), config.explainer_names()
     for name in tasks:
         registry.tasks.get(name)  # fail fast, naming the culprit, before any work
@@ -54,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run(tasks, explainers, env, task_configs=config.task_configs(),
                   explainer_configs=config.explainer_configs(), resume=config.run.resume, executor=executor,
                   log=log)
+    if on_release is not None:  # rendered splits as the release expects; then results record the release
+        results = on_release.finish(results, env.out_dir, env.cache_dir)
     for task, table in tables(results).items():
         print(f"\n== {task} ==\n{table}")
     if len({r.task for r in results}) > 1:
@@ -113,6 +123,9 @@ def add_parser(sub) -> None:
     p_run.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local: in order in this process (default); ray: the job graph as Ray tasks "
                             "(pip install -e \".[ray]\"; see docs/distributed.md)")
+    p_run.add_argument("--release", metavar="DIR_OR_ARCHIVE_OR_URL",
+                       help="score on a release's subjects and resources (fexbench release; docs/release.md): "
+                            "verified, placed in the cache, its design run, nothing trained")
     p_run.add_argument("--ray-address", metavar="ADDR",
                        help="a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
     p_run.set_defaults(func=cmd_run)

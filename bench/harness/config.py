@@ -83,6 +83,10 @@ class RunSection(BaseModel):
     job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = Field(None, gt=0)  # per job, above what the process maps at its start
     preset: str | None = None  # a shipped preset this config starts from (fexbench.presets); its keys win
+    # a release (folder, .tar/.zip archive or http(s) URL; docs/release.md): its subjects and resources are
+    # placed in the cache, its design (seed, replicates, task options) is run, and nothing is trained
+    release: str | None = None
+    train: bool = True  # false: a subject missing from the cache is an error naming it, never trained
 
 
 _RANGES = {"seed": f"an integer in [0, {SEED_MAX}]", "explainer_seeds": "0 (automatic) to 1000",

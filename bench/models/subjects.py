@@ -270,6 +270,8 @@ def load_or_train(cache_dir: str | Path, name: str, config: TrainConfig, class_n
         return model.eval(), card
 
     def train() -> tuple[SmallCNN, dict[str, Any]]:
+        from fexbench.core.release import refuse_training
+        refuse_training(f"subject {name!r} (cache key {key})")  # a run on a release trains nothing
         start_state = None
         if base is not None:
             parent = load_or_train(cache_dir, base.name, base.config, class_names, base.make_train_set,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fexbench.core.metrics import Estimate, Metric, bootstrap_ci, nanmean, seed_mean, spearman
+from fexbench.core.metrics import Estimate, Metric, nanmean, seed_mean, spearman
 from fexbench.core.stats import (Components, Replicated, compare, design_table, cheapest_design, holm, interval,
                                  minimum_detectable_difference, pilot_components, probability_of_improvement,
                                  rank_groups, simulate_mdd, unpaired)
@@ -98,14 +98,15 @@ def test_one_replicate_is_the_unit_bootstrap_of_scipy():
     assert iv.high == pytest.approx(res.confidence_interval.high, abs=0.05 * width)
 
 
-def test_one_replicate_with_seeds_resamples_units_jointly_like_metrics_bootstrap_ci():
+def test_a_task_estimates_interval_is_the_one_replicate_interval_of_the_replicated_statistics():
+    """One unit-bootstrap implementation: Estimate.value's CI is stats.interval of that replicate."""
     rng = np.random.default_rng(3)
     y = rng.normal(size=25)
     x = y[None] + rng.normal(scale=1.0, size=(4, 25))
-    iv = interval(Replicated(spearman, ((x, y),)), n_resamples=5000)
-    low, high = bootstrap_ci(spearman, x, y, n_resamples=5000, seed=9)
-    assert iv.low == pytest.approx(low, abs=0.05 * (high - low))
-    assert iv.high == pytest.approx(high, abs=0.05 * (high - low))
+    metric = Metric("rho", "d", True, (-1.0, 1.0), "cat", 0.0)
+    value = Estimate(metric, spearman, (x, y), n_resamples=700, seed=9).value()
+    iv = interval(Replicated(spearman, ((x, y),)), n_resamples=700, seed=9)
+    assert (value.ci_low, value.ci_high) == (iv.low, iv.high) and iv.low < value.value < iv.high
 
 
 def test_several_replicates_give_the_t_interval_of_their_values():

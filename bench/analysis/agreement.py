@@ -29,7 +29,7 @@ from tabulate import tabulate
 from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, read_results_dir
-from fexbench.analysis.comparisons import ground_truth_identity, rank_task, task_values
+from fexbench.analysis.comparisons import ground_truth_identity, rank_task, role, task_values
 
 MAX_SPLITS = 2000  # pairs of disjoint replicate sets ranked per task (all of them when fewer)
 
@@ -110,7 +110,7 @@ def check(folders: Sequence[str | Path], seed: int = 0) -> list[TaskAgreement]:
         if any(v is None for v in values):
             continue
         metric = values[0].metric
-        methods = sorted(set.intersection(*(set(v.values) for v in values)))
+        methods = sorted(m for m in set.intersection(*(set(v.values) for v in values)) if role(m) == "method")
         if len(methods) < 2:
             continue
         rankings = [rank_task([r for r in run[task] if r.explainer in methods], metric) for run in runs]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fexbench.core.results import JobResult, ResultsError, read_result, read_results_dir
+from fexbench.core.text import display_text
 from fexbench.analysis.comparisons import NotComparable, compare_results, differing_ground_truth
 
 
@@ -61,7 +62,7 @@ def load(path: str | Path) -> list[JobResult]:
     elif path.is_dir():
         results, problems = read_results_dir(path)
         for problem in problems:
-            print(f"compare: {problem}", file=sys.stderr)
+            print(f"compare: {display_text(problem)}", file=sys.stderr)
     else:
         raise CompareError(f"{path}: no such result folder or file")
     ok = [r for r in results if r.status == "ok"]
@@ -139,7 +140,7 @@ def compare_runs(base: Sequence[JobResult], new: Sequence[JobResult], margin: fl
     for b, n in matched:
         diff = differing_ground_truth(b, n)
         if diff:
-            where = f"{b.task}: {b.explainer} (BASE) vs {n.explainer} (NEW)"
+            where = display_text(f"{b.task}: {b.explainer} (BASE) vs {n.explainer} (NEW)")
             if not force:
                 raise NotComparable(f"{where} were scored against different ground truth: " + "; ".join(diff[:6])
                                     + (f" (and {len(diff) - 6} more)" if len(diff) > 6 else "")
@@ -156,8 +157,11 @@ def markdown(rows: Sequence[Row], margin: float) -> str:
     def f(x: float) -> str:
         return "n/a" if not math.isfinite(x) else f"{x:+.3f}"
 
-    table = [[r.task, r.base if r.base == r.new else f"{r.base} -> {r.new}",
-              ("**" + r.metric + "**") if r.headline else r.metric, "higher" if r.higher_is_better else "lower",
+    def name(x: str) -> str:  # a name from a result file: shown as it is, nothing hidden or injected
+        return display_text(x, markdown=True)
+
+    table = [[name(r.task), name(r.base) if r.base == r.new else f"{name(r.base)} -> {name(r.new)}",
+              ("**" + name(r.metric) + "**") if r.headline else name(r.metric), "higher" if r.higher_is_better else "lower",
               "n/a" if not math.isfinite(r.base_value) else f"{r.base_value:.3f}",
               "n/a" if not math.isfinite(r.new_value) else f"{r.new_value:.3f}",
               f(r.difference), f"[{f(r.low)}, {f(r.high)}]",
@@ -169,6 +173,6 @@ def markdown(rows: Sequence[Row], margin: float) -> str:
     text = tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
     failed = [r for r in rows if r.regression]
     tail = (f"\n\nREGRESSION: {len(failed)} headline metric(s) worse by more than the margin {margin:g}: "
-            + ", ".join(f"{r.task}/{r.new} {r.metric}" for r in failed)) if failed else \
+            + ", ".join(f"{name(r.task)}/{name(r.new)} {name(r.metric)}" for r in failed)) if failed else \
         f"\n\nno headline metric is worse by more than the margin {margin:g}"
     return text + tail

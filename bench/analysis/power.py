@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from tabulate import tabulate
 
-from fexbench.core import registry, stats
+from fexbench.core import stats
 from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
 from fexbench.core.results import JobResult, read_results_dir
@@ -38,13 +38,15 @@ STABILITY_CANDIDATES = (3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 40)
 
 
 def _is_method(result: JobResult) -> bool:
-    """A compared method: not an oracle (a ceiling) and not a control (random words, class names)."""
-    if result.oracle:
-        return False
-    try:
-        return not getattr(registry.explainers.get(result.explainer), "control", False)
-    except registry.RegistryError:
-        return True
+    """A compared method: neither an oracle (a ceiling) nor a control (random words, class names),
+    by the registered code's role (fexbench.analysis.comparisons.role), never the file's."""
+    return comparisons.role(result.explainer) == "method"
+
+
+def rule_alpha(pairs: int, alpha: float = 0.05) -> float:
+    """The level a single pair must reach under the board's rule: Holm over the task's pairs of
+    compared methods, whose hardest step (the first) is alpha / pairs."""
+    return alpha / max(1, pairs)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,12 @@ def _seconds_per_replicate(folder: Path, task: str, replicates: int) -> float | 
         return None
 
 
+def _methods_only(values: comparisons.TaskValues) -> comparisons.TaskValues:
+    """The compared methods of a task's values: the board ranks only them (one family)."""
+    kept = {n: v for n, v in values.values.items() if comparisons.role(n) == "method"}
+    return dataclasses.replace(values, values=kept)
+
+
 def _stability_model(values: comparisons.TaskValues) -> stability.JointModel | None:
     """The task's joint model for the stability projection, or None: fewer than two rankable
     methods, a method undefined in some replicate, or a single replicate."""
@@ -119,7 +127,7 @@ def stability_summary(values: comparisons.TaskValues, pilot_r: int, design_r: in
     """The projected rank-group stability of one task (fexbench.analysis.stability) at the pilot's
     design, the configured one and every candidate design up to `max_replicates`, and the first
     candidate whose P(near) reaches `target`."""
-    model = _stability_model(values)
+    model = _stability_model(_methods_only(values))
     if model is None:
         return None
     designs = sorted({r for r in STABILITY_CANDIDATES if r <= max_replicates} | {max(3, pilot_r), max(3, design_r)})
@@ -223,31 +231,37 @@ def _pair_section(folder: Path, task: str, rows: Sequence[PairPower], design_r: 
                   max_replicates: int) -> tuple[dict[str, Any], list[str]]:
     """The variance components and MDD table of one task's pairs of compared methods."""
     pilot_r = rows[0].components.replicates
+    level = rule_alpha(len(rows))
+    rule_mdd = lambda p, r: stats.minimum_detectable_difference(p.components, r, alpha=level)
     lines, table = [], []
     for p in rows:
         c = p.components
         table.append([f"{p.a} - {p.b}", f"{c.replicate:.4f}", f"{c.seed:.4f}" if c.seed_estimated else "(in replicate)",
                       f"{c.unit:.4f} / n={c.units}", f"{math.sqrt(c.observed):.3f}" if math.isfinite(c.observed) else "n/a",
                       _mdd(p.mdd_pilot), _mdd(p.mdd_pilot_simulated),
-                      _mdd(stats.minimum_detectable_difference(c, design_r))])
-    worst = max(rows, key=lambda p: stats.minimum_detectable_difference(p.components, design_r))
+                      _mdd(stats.minimum_detectable_difference(c, design_r)), _mdd(rule_mdd(p, design_r))])
+    worst = max(rows, key=lambda p: rule_mdd(p, design_r))
     per_rep = _seconds_per_replicate(folder, task, pilot_r)
-    needed = next((r for r in range(2, max_replicates + 1)
-                   if stats.minimum_detectable_difference(worst.components, r) <= target), None)
+    needed = next((r for r in range(2, max_replicates + 1) if rule_mdd(worst, r) <= target), None)
     lines.append(f"== {task}: {rows[0].metric} (pilot: {pilot_r} replicates, {worst.components.units} units each) ==")
     lines.append(tabulate(table, headers=["pair (a - b)", "var replicate", "var seed", "var unit (per unit)",
                                           "sd of replicate diff", f"MDD at R={pilot_r}", "MDD simulated",
-                                          f"MDD at R={design_r}"], tablefmt="simple", disable_numparse=True))
+                                          f"MDD at R={design_r}", f"board-rule MDD at R={design_r}"],
+                          tablefmt="simple", disable_numparse=True))
+    lines.append(f"MDD: one uncorrected two-sided 5% paired t-test; board-rule MDD: at {level:.3g}, the first step of "
+                 f"Holm over the {len(rows)} pairs of compared methods, what separating a pair on the board takes")
     cost = f"; about {needed * per_rep:.0f} s of this task's compute at the pilot's cost per replicate " \
            f"({per_rep:.0f} s)" if needed and per_rep else ""
     if needed:
-        lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} needs {needed} replicates{cost}")
+        lines.append(f"worst pair {worst.a} - {worst.b}: board-rule MDD <= {target:g} needs {needed} replicates{cost}")
     else:
         lines.append(f"worst pair {worst.a} - {worst.b}: MDD <= {target:g} is out of reach with up to "
                      f"{max_replicates} replicates at this design (more units per replicate, or fewer methods' "
                      f"noise, would be needed)")
     entry = {"worst_pair": [worst.a, worst.b],
-             "mdd_at_design": stats.minimum_detectable_difference(worst.components, design_r),
+             "mdd_at_design": rule_mdd(worst, design_r),
+             "mdd_uncorrected_at_design": max(stats.minimum_detectable_difference(p.components, design_r) for p in rows),
+             "rule_alpha": level,
              "replicates_for_target": needed, "seconds_per_replicate": per_rep,
              "pairs": {f"{p.a} - {p.b}": {"replicate": p.components.replicate, "seed": p.components.seed,
                                           "unit": p.components.unit, "units": p.components.units,
@@ -288,8 +302,11 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | No
     values = comparisons.task_values(task_results)
     if values is None or len(values.values) < 2:
         return None
-    mdds = [(p.mdd_pilot, p.a, p.b) for p in pair_powers(task_results, n_sim=0)]  # closed form only
-    model = _stability_model(values)
+    pairs = pair_powers(task_results, n_sim=0)  # closed form only
+    level = rule_alpha(len(pairs))
+    mdds = [(stats.minimum_detectable_difference(p.components, p.components.replicates, alpha=level), p.a, p.b)
+            for p in pairs]
+    model = _stability_model(_methods_only(values))
     if model is None:
         return None
     stab = stability.rank_stability(model, model.replicates, values.higher_is_better, n_sim=n_sim, seed=values.seed)
@@ -297,7 +314,8 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | No
     finite = [m for m in mdds if math.isfinite(m[0])]
     if finite:
         worst = max(finite)
-        parts.append(f"the minimum detectable difference between two compared methods (80% power, paired t, 5%) "
+        parts.append(f"the minimum detectable difference between two compared methods under the board's rule "
+                     f"(80% power, paired t at {level:.3g}, Holm's first step over {len(pairs)} pairs) "
                      f"is {min(finite)[0]:.2f} to {worst[0]:.2f} ({worst[1]} vs {worst[2]} the hardest pair);")
     parts.append(f"a re-run of the whole benchmark would give identical rank groups with a projected chance of "
                  f"{stab.same:.2f}, and groups that differ by at most a move of one method to a neighbouring group "

@@ -12,7 +12,8 @@ from fexbench.harness.prefetch import apply_threads
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fexbench.core.cache import atomic_write_text
+    from fexbench.analysis.board import BOARD_FILE, board
+    from fexbench.core.cache import atomic_write_json, atomic_write_text
     from fexbench.core.results import read_results_dir
     from fexbench.harness.config import default_config, load_config
     from fexbench.report.leaderboard import markdown, overview, tables
@@ -76,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"summary: {problem}", file=sys.stderr)  # "skipped <file>: why" or an unverified file
     summary = atomic_write_text(env.out_dir / "summary.md", markdown(folder))
+    atomic_write_json(env.out_dir / BOARD_FILE, board(folder))  # the same conclusions, machine-readable
     write_run_record(env.out_dir, config)  # run-config.json, environment.lock: what `fexbench reproduce` needs
     extra = f" ({len(folder) - len(results)} earlier job files in the folder included)" if len(folder) > len(results) else ""
     print(f"\nresults: {env.out_dir}/<task>/<explainer>.json; summary: {summary}{extra}")

@@ -24,6 +24,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"fexbench validate: {folder}: not a folder")
             return 2
         n, found = validate_dir(folder)
+        found += board_problems(Path(folder))
         total += n
         for line in found:
             print(line)
@@ -46,3 +47,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.set_defaults(func=cmd_validate)
 
+
+def board_problems(folder: Path) -> list[str]:
+    """A folder's board.json, if it has one: its shape, and that it is what the folder's result
+    files give (recomputed here: nothing on a board is taken on trust)."""
+    import json
+
+    from fexbench.analysis.board import BOARD_FILE, board, problems
+    from fexbench.core.results import read_results_dir
+
+    path = folder / BOARD_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return [f"{path}: not readable JSON: {str(exc)[:120]}"]
+    found = problems(data, str(path))
+    if not found:
+        results, _ = read_results_dir(folder)
+        expected = json.loads(json.dumps(board(results), allow_nan=False))
+        if data != expected:
+            diff = sorted(t for t in set(expected["tasks"]) | set(data["tasks"])
+                          if expected["tasks"].get(t) != data["tasks"].get(t))
+            found.append(f"{path}: differs from the board its result files give (tasks: {', '.join(diff) or 'top level'})")
+    return found

@@ -333,7 +333,8 @@ class Comparison:
     prob_high: float
     replicates: int
     paired: bool
-    method: str  # "t" (paired t / Welch over replicates) or "unit-bootstrap" (one replicate)
+    method: str  # "t" (paired t / Welch over replicates), "unit-bootstrap" (one replicate), "unit-variance"
+    # (replicate differences without spread: normal interval from the units' variance) or "no-spread"
 
 
 def _check_same_units(a: Replicated, b: Replicated) -> None:
@@ -376,8 +377,8 @@ def _bootstrap_p(dist: np.ndarray) -> float:
 
 def _t_test(diffs: np.ndarray, level: float) -> tuple[float, float, float, float]:
     mean, low, high, se, df = _t_interval(diffs, level)
-    if se == 0:
-        p = 1.0 if mean == 0 else 0.0
+    if se == 0:  # never infinite significance from values without spread
+        p = 1.0
     else:
         p = float(2 * stats.t.sf(abs(mean / se), df))
     return mean, low, high, p
@@ -408,10 +409,29 @@ def compare(a: Replicated, b: Replicated, n_resamples: int = 2000, seed: int = 0
     va, vb = va[both], vb[both]
     prob = float(probability_of_improvement(va, vb))
     if k >= 2:
-        diff, low, high, p = _t_test(va - vb, level)
+        diffs = va - vb
         idx = _replicate_draws(k, n_resamples, seed)
         prob_low, prob_high = _percentile(probability_of_improvement(va[idx], vb[idx]), level)
-        return Comparison(diff, low, high, p, prob, prob_low, prob_high, k, True, "t")
+        if np.ptp(diffs) > 1e-12 * max(1.0, float(np.max(np.abs(diffs)))):  # float noise is no spread
+            diff, low, high, p = _t_test(diffs, level)
+            return Comparison(diff, low, high, p, prob, prob_low, prob_high, k, True, "t")
+        # the replicate differences are all equal (a discrete metric): their spread says nothing,
+        # so the variance of the mean difference comes from the units inside each replicate
+        a1, b1 = (a, b) if both.all() else (_subset(a, both), _subset(b, both))
+        draws = _slot_values(a1, n_resamples, seed) - _slot_values(b1, n_resamples, seed)
+        which = _plan(a1.units, n_resamples, seed, a1.cluster_key)[0]
+        unit_var = []
+        for r in range(k):
+            d = draws[which == r]
+            d = d[np.isfinite(d)]
+            unit_var.append(float(d.var(ddof=1)) if d.size > 1 else 0.0)
+        diff = float(diffs.mean())
+        se = math.sqrt(sum(unit_var)) / k
+        if se == 0:  # no spread anywhere: no evidence either way can be claimed
+            return Comparison(diff, diff, diff, 1.0, prob, prob_low, prob_high, k, True, "no-spread")
+        half = float(stats.norm.ppf(0.5 + level / 2)) * se
+        p = float(2 * stats.norm.sf(abs(diff) / se))
+        return Comparison(diff, diff - half, diff + half, p, prob, prob_low, prob_high, k, True, "unit-variance")
     a1, b1 = (a, b) if both.size == 1 else (_subset(a, both), _subset(b, both))
     sa, sb = _slot_values(a1, n_resamples, seed)[:, 0], _slot_values(b1, n_resamples, seed)[:, 0]
     dist = sa - sb
@@ -494,6 +514,19 @@ def rank_groups(values: Mapping[str, Replicated | float], comparisons: Mapping[t
     ranks, significant, adjusted = ranks_from_tests(names, keys, [comps[k].difference for k in keys],
                                                     [comps[k].p_value for k in keys], higher_is_better, alpha)
     return Ranking(ranks, significant, dict(zip(keys, map(float, adjusted))), comps)
+
+
+def rank_intervals(names: Sequence[str], pairs: Sequence[tuple[str, str]], differences: Sequence[float],
+                   p_values: Sequence[float], higher_is_better: bool = True,
+                   alpha: float = 0.05) -> tuple[dict[str, tuple[int, int]], frozenset]:
+    """The board's rank rule over one family of methods (every pair tested, Holm within the family):
+    each method's rank interval [1 + methods significantly better, M - methods significantly worse]
+    among the M methods, and the significant (better, worse) pairs. "No evidence" is a wide
+    interval, never a shared first place."""
+    ranks, significant, _ = ranks_from_tests(names, pairs, differences, p_values, higher_is_better, alpha)
+    m = len(names)
+    worse = {n: sum(1 for better, _ in significant if better == n) for n in names}
+    return {n: (ranks[n], m - worse[n]) for n in names}, significant
 
 
 def ranks_from_tests(names: Sequence[str], pairs: Sequence[tuple[str, str]], differences: Sequence[float],

@@ -10,29 +10,24 @@ are marked; error rows keep their message.
 """
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections import defaultdict
 from typing import Iterable
 
 from tabulate import tabulate
 
 from fexbench.core.results import JobResult
-from fexbench.analysis.comparisons import TaskRanking, rank_all
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from fexbench.core.text import display_text
+from fexbench.analysis.comparisons import TaskRanking, rank_all, role
 
 
 def clean(text: object, markdown: bool = False) -> str:
-    """A string from a result file made safe to print: control characters (ANSI escapes, newlines)
-    removed; for Markdown also HTML special characters and table pipes escaped, so a crafted
-    explainer name or error message cannot inject markup into summary.md or a rendered page."""
-    text = _CONTROL.sub(" ", str(text))
-    if markdown:
-        text = html.escape(text, quote=True).replace("|", "\\|").replace("`", "&#96;")
-    return text
+    """A string from a result file made safe to print (fexbench.core.text.display_text): ANSI
+    escapes, bidirectional controls and zero-width characters removed, other control characters
+    (newlines) turned into spaces; for Markdown also HTML special characters and table pipes
+    escaped, so a crafted explainer name or error message cannot inject markup into summary.md or
+    a rendered page, nor reorder or hide what a reader sees."""
+    return display_text(text, markdown)
 
 
 def _fmt(value: float, low: float, high: float) -> str:
@@ -53,22 +48,46 @@ def _seeds(result: JobResult) -> str:
     return str(n)
 
 
+def _role(explainer: str, ranking: TaskRanking | None) -> str:
+    """From the registered code (fexbench.analysis.comparisons.role), never from the result file."""
+    return ranking.roles[explainer] if ranking is not None and explainer in ranking.roles else role(explainer)
+
+
 def _rank_label(explainer: str, ranking: TaskRanking | None) -> str:
-    if ranking is None or explainer not in ranking.ranks:
+    """A compared method's rank interval among the methods ("[1, 3]"); "-" for a control or an
+    oracle (no rank among methods) or an explainer that could not be ranked."""
+    if ranking is None or explainer not in ranking.rank_intervals:
         return "-"
-    rank = ranking.ranks[explainer]
-    tied = sum(1 for r in ranking.ranks.values() if r == rank) > 1
-    return f"{rank}{'=' if tied else ''}"
+    return ranking.rank_label(explainer)
+
+
+def _beats_label(explainer: str, ranking: TaskRanking | None) -> str:
+    """The controls a compared method significantly beats (family 2), e.g. "random, class-name"."""
+    if ranking is None or explainer not in ranking.beats:
+        return ""
+    won = [c for c, yes in sorted(ranking.beats[explainer].items()) if yes]
+    return ", ".join(won) if won else "none"
+
+
+def _display_name(explainer: str, ranking: TaskRanking | None) -> str:
+    kind = _role(explainer, ranking)
+    return f"{explainer} ({kind})" if kind != "method" else explainer
 
 
 def _sort_key(result: JobResult, ranking: TaskRanking | None = None) -> tuple:
+    """The oracle (the ceiling) first, then compared methods by rank interval, then controls."""
     if result.status != "ok" or not result.metrics:
-        return (2, 0, 0.0, result.explainer)
-    if ranking is not None and result.explainer in ranking.ranks:
-        return (0, ranking.ranks[result.explainer], 0.0, result.explainer)
+        return (4, 0, 0, 0.0, result.explainer)
+    kind = _role(result.explainer, ranking)
+    if kind == "oracle":
+        return (0, 0, 0, 0.0, result.explainer)
+    if ranking is not None and result.explainer in ranking.rank_intervals:
+        lo, hi = ranking.rank_intervals[result.explainer]
+        return (1, lo, hi, 0.0, result.explainer)
     first = result.metrics[0]
     value = first.value if math.isfinite(first.value) else -math.inf
-    return (1, 0, -value if first.higher_is_better else value, result.explainer)
+    hib = ranking.higher_is_better if ranking is not None else first.higher_is_better
+    return (3 if kind == "control" else 2, 0, 0, -value if hib else value, result.explainer)
 
 
 def _replicates(result: JobResult) -> str:
@@ -94,15 +113,16 @@ def tables(results: Iterable[JobResult], fmt: str = "simple",
                 if m.name not in arrows:
                     metric_names.append(m.name)
                     arrows[m.name] = "↑" if m.higher_is_better else "↓"
-        headers = ["rank", "explainer", *[f"{n} {arrows[n]}" for n in metric_names], "replicates", "seeds",
-                   "time s", "process peak MB", "status"]
+        md = fmt != "simple"
+        headers = ["rank", "explainer", "beats", *[clean(f"{n} {arrows[n]}", md) for n in metric_names], "replicates",
+                   "seeds", "time s", "process peak MB", "status"]
         body = []
         for r in rows:
             values = {m.name: _fmt(m.value, m.ci_low, m.ci_high) for m in r.metrics}
-            md = fmt != "simple"
-            name = clean(f"{r.explainer} (oracle)" if r.oracle else r.explainer, md)
+            name = clean(_display_name(r.explainer, ranking), md)
             status = "ok" if r.status == "ok" else f"{r.status}: " + clean(((r.error or "").splitlines() or [""])[0][:80], md)
-            body.append([_rank_label(r.explainer, ranking), name, *[values.get(n, "") for n in metric_names],
+            body.append([_rank_label(r.explainer, ranking), name, clean(_beats_label(r.explainer, ranking), md),
+                         *[values.get(n, "") for n in metric_names],
                          _replicates(r), _seeds(r),
                          f"{r.fit_time_s + r.explain_time_s:.2f}", f"{r.peak_rss_mb:.0f}", status])
         out[task] = tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
@@ -117,22 +137,40 @@ def overview(results: Iterable[JobResult], fmt: str = "simple",
     rankings = rank_all(results) if rankings is None else rankings
     tasks = list(dict.fromkeys(r.task for r in results))
     cells: dict[str, dict[str, str]] = defaultdict(dict)
-    oracle: dict[str, bool] = {}
+    kinds: dict[str, str] = {}
     headers = ["explainer"]
     for task in tasks:
         rows = [r for r in results if r.task == task]
+        ranking = rankings.get(task)
         head = next((r.metrics[0] for r in rows if r.status == "ok" and r.metrics), None)
-        headers.append(f"{task}: {head.name} {'↑' if head.higher_is_better else '↓'}" if head else task)
+        arrow = ("↑" if ranking.higher_is_better else "↓") if ranking else ("↑" if head and head.higher_is_better else "↓")
+        headers.append(clean(f"{task}: {head.name} {arrow}" if head else task, fmt != "simple"))
         for r in rows:
-            oracle[r.explainer] = r.oracle
-            rank = _rank_label(r.explainer, rankings.get(task))
+            kinds[r.explainer] = _role(r.explainer, ranking)
+            rank = _rank_label(r.explainer, ranking)
+            beats = _beats_label(r.explainer, ranking)
+            notes = "; ".join(x for x in ((f"rank {rank}" if rank != "-" else ""),
+                                          (f"beats {beats}" if beats and beats != "none" else "")) if x)
             cells[r.explainer][task] = (_fmt(r.metrics[0].value, r.metrics[0].ci_low, r.metrics[0].ci_high)
-                                        + (f" ({rank})" if rank != "-" else "")
+                                        + (f" ({notes})" if notes else "")
                                         if r.status == "ok" and r.metrics else r.status)
-    order = sorted(cells, key=lambda e: (not oracle[e], e))
+    order = sorted(cells, key=lambda e: ({"oracle": 0, "method": 1, "control": 2}[kinds[e]], e))
     md = fmt != "simple"
-    body = [[clean(f"{e} (oracle)" if oracle[e] else e, md), *[cells[e].get(t, "") for t in tasks]] for e in order]
+    body = [[clean(f"{e} ({kinds[e]})" if kinds[e] != "method" else e, md), *[cells[e].get(t, "") for t in tasks]]
+            for e in order]
     return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def oracle_gaps(ranking: TaskRanking) -> str | None:
+    """One line: the oracle's gap to every other explainer (family 3), with its interval."""
+    if not ranking.oracle_gaps:
+        return None
+    parts = []
+    for name, gap in sorted(ranking.oracle_gaps.items(), key=lambda kv: -kv[1].difference):
+        mark = " (significant)" if gap.significant else ""
+        parts.append(f"{name} {gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}]{mark}")
+    oracle = next(iter(ranking.oracle_gaps.values())).oracle
+    return f"How far {oracle} (the ceiling) is above each explainer: " + "; ".join(parts) + "."
 
 
 def _design_note(task_results: list[JobResult]) -> str | None:
@@ -153,18 +191,24 @@ def markdown(results: Iterable[JobResult], title: str = "fexbench leaderboard", 
                 if replicates > 1 else
                 "With one replicate a CI is the bootstrap over the units of that one zoo: it leaves out the "
                 "variation between zoos. ")
-             + "**rank** is the rank group on the task's headline (first) metric: one plus the number of "
-             "explainers that are significantly better (paired tests over the same units and replicates, "
-             "Holm-corrected, 5%); a shared rank (`2=`) means the data cannot order those explainers, and "
-             "rows inside a group are alphabetical. Oracle rows read ground truth and mark the ceiling. A "
+             + "**rank** is a compared method's rank interval among the compared methods on the task's "
+             "headline (first) metric: [1 + methods significantly better, M - methods significantly worse] "
+             "(paired tests over the same units and replicates, Holm within the compared methods, 5%). A wide "
+             "interval means the data cannot place the method more precisely, not that it ties for first. "
+             "**beats** names the controls (random words, class names) the method beats (one-sided paired "
+             "tests, Holm over every method-control pair); controls and the oracle get no rank, and the "
+             "oracle's gap to each explainer is given with its interval. Roles, directions and headlines come "
+             "from the registered code, not from the files. A "
              "stochastic explainer's row is the mean over its explainer seeds (`seeds`: how many, and the "
              "spread of the first metric over them).", ""]
     parts += [str(n) for n in notes]
-    parts += ["## Overview (each task's headline metric, rank group in parentheses)", "",
+    parts += ["## Overview (each task's headline metric; rank interval and controls beaten in parentheses)", "",
               overview(results, fmt="github", rankings=rankings), ""]
     for task, table in tables(results, fmt="github", rankings=rankings).items():
         parts += [f"## {clean(task, True)}", "", table, ""]
         ranking = rankings.get(task)
+        if ranking is not None and oracle_gaps(ranking):
+            parts += [clean(oracle_gaps(ranking), True), ""]
         note = _design_note([r for r in results if r.task == task])
         if note:
             parts += [clean(note, True), ""]

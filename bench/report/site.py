@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from fexbench.core.cache import atomic_write_text
+from fexbench.core.cache import atomic_write_json, atomic_write_text
+from fexbench.analysis.board import BOARD_FILE, board as board_data
 from fexbench.core.metrics import MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult
-from fexbench.analysis.comparisons import TaskRanking, ground_truth_identity, rank_all
+from fexbench.analysis.comparisons import TaskRanking, ground_truth_identity, rank_all, role
 from fexbench.analysis.power import design_note
 from fexbench.report import plots
 from fexbench.report.assets import CSS, SORT_JS
@@ -58,10 +59,12 @@ def _ci(m: MetricValue) -> str:
 
 
 def _rank(explainer: str, ranking: TaskRanking | None) -> str:
-    if ranking is None or explainer not in ranking.ranks:
+    """A compared method's rank interval among the compared methods; "-" for a control or oracle."""
+    if ranking is None or explainer not in ranking.rank_intervals:
         return "-"
-    rank = ranking.ranks[explainer]
-    return f"{rank}{'=' if sum(1 for r in ranking.ranks.values() if r == rank) > 1 else ''}"
+    label = ranking.rank_label(explainer)
+    won = [c for c, yes in sorted(ranking.beats.get(explainer, {}).items()) if yes]
+    return label + (f"; beats {', '.join(won)}" if won else "")
 
 
 def _task_info(task: str) -> tuple[str, dict[str, str]]:
@@ -131,9 +134,10 @@ class BoardSite:
         self.entries: dict[tuple[str, str], Entry] = dict(self.board.entries)
         self.rankings = rank_all(self.results)
         self.tasks = sorted({r.task for r in self.results})
-        oracle = {r.explainer: r.oracle for r in self.results}
-        self.explainers = sorted(oracle, key=lambda e: (not oracle[e], e))
-        self.oracle = oracle
+        self.roles = {r.explainer: role(r.explainer) for r in self.results}  # from the code, not the files
+        order = {"oracle": 0, "method": 1, "control": 2}
+        self.explainers = sorted(self.roles, key=lambda e: (order[self.roles[e]], e))
+        self.oracle = {e: k == "oracle" for e, k in self.roles.items()}
 
     # --- shared pieces ----------------------------------------------------------------------------
     def _write(self, rel: str, text: str) -> None:
@@ -164,8 +168,9 @@ class BoardSite:
         return entry.result if entry else None
 
     def _name(self, explainer: str, up: str) -> Html:
+        kind = self.roles.get(explainer, "method")
         return join(el("a", explainer, href=up + self.explainer_href(explainer)),
-                    el("span", "oracle", class_="badge") if self.oracle.get(explainer) else None)
+                    el("span", kind, class_=f"badge {kind}") if kind != "method" else None)
 
     def intervals(self, task: str, metric: str) -> list[Interval]:
         ranking = self.rankings.get(task)
@@ -207,9 +212,12 @@ class BoardSite:
                          f": {self.headline(t)} per explainer, point estimate and 95% CI; colour is the rank group "
                          "(grey: not ranked), the dashed line chance."))
                    for t in self.tasks if self.headline(t) and self.intervals(t, self.headline(t))]
-        intro = el("p", "Each cell is a task's headline (first) metric: the point estimate, its 95% CI, and the "
-                   "explainer's rank group (1 = best; one plus the number of explainers significantly better, "
-                   "paired tests over the same units and replicates, Holm-corrected; '2=' is a shared place). "
+        intro = el("p", "Each cell is a task's headline (first) metric: the point estimate, its 95% CI, and a "
+                   "compared method's rank interval among the compared methods: [1 + methods significantly better, "
+                   "M - methods significantly worse] (paired tests over the same units and replicates, Holm within "
+                   "the compared methods). A wide interval means the data cannot place the method more precisely, "
+                   "not a shared first place; 'beats' names the controls it significantly beats. Controls and the "
+                   "oracle (the ceiling) are marked and get no rank. "
                    "Click a column header to sort. Each task's page has every metric, their definitions, and the "
                    "scatter behind the ranking; each explainer's page its words and its cost.", class_="note")
         excluded = [el("li", el("a", t, href=self.task_href(t)), ": not ranked: ", _excluded(t, self.rankings[t]))
@@ -535,6 +543,8 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
             notes = [w for w in warnings if any(str(w).startswith(str(r)) for r in board.runs)]
             site = BoardSite(board, folder, up, title if i == 0 else f"{title} ({names[i]})", links, notes)
             count += len(site.build())
+            atomic_write_json(folder / BOARD_FILE, board_data(site.results, site.rankings))
+            count += 1
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")

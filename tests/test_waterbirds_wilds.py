@@ -185,3 +185,43 @@ def test_adj_avg_acc_weights_group_accuracies_by_training_counts(tmp_path):
     assert out["adj_avg_acc"] == pytest.approx(hand)
     assert abs(out["adj_avg_acc"] - out["avg_acc"]) > 0.1, out  # the test split is balanced, training is not
     assert out["adj_weights"] == {"landbird/land": 3, "landbird/water": 1, "waterbird/land": 1, "waterbird/water": 2}
+
+
+# ---------------------------------------------------------------- WILDS' adj_acc_avg
+
+def _wilds_adj_acc_avg(y_pred, y_true, place):
+    """WILDS 2.0.0, transcribed: WaterbirdsDataset.eval's `adj_acc_avg` over Accuracy's group-wise
+    results (an empty group's accuracy is 0: Metric._compute_group_wise / avg_over_groups)."""
+    g = 2 * y_true + place
+    acc = [float((y_pred[g == i] == y_true[g == i]).mean()) if (g == i).any() else 0.0 for i in range(4)]
+    return (acc[0] * 3498 + acc[1] * 184 + acc[2] * 56 + acc[3] * 1057) / (3498 + 184 + 56 + 1057)
+
+
+def test_adj_acc_avg_uses_the_release_counts_and_scores_a_missing_group_0_as_wilds(tmp_path):
+    from fexbench.data.waterbirds_wilds import (RELEASE_TRAIN_GROUP_COUNTS, adj_acc_avg, group_accuracies,
+                                                metadata_adj_avg_acc)
+    root = write_waterbirds_fixture(tmp_path / "waterbirds_v1.0", n_per_group=3)
+    counts = train_group_counts(root)
+    assert tuple(counts) != RELEASE_TRAIN_GROUP_COUNTS                 # a copy with other training counts
+    rng = np.random.default_rng(0)
+    y_true, place = np.repeat([0, 0, 1, 1], 500), np.tile(np.repeat([0, 1], 500), 2)
+    y_pred = np.where(rng.random(2000) < np.repeat([0.95, 0.6, 0.3, 0.9], 500), y_true, 1 - y_true)
+    correct, groups = y_pred == y_true, 2 * y_true + place
+    wilds = _wilds_adj_acc_avg(y_pred, y_true, place)
+    assert adj_acc_avg(correct, groups) == pytest.approx(wilds, abs=1e-12)
+    acc, _ = group_accuracies(correct, groups)
+    assert metadata_adj_avg_acc(correct, groups, root) == pytest.approx((acc * counts).sum() / counts.sum())
+    assert abs(metadata_adj_avg_acc(correct, groups, root) - wilds) > 0.01   # the variant departs
+
+    # a group missing from the test data: WILDS scores it 0 with its weight; the variant drops it
+    keep = groups != 1
+    wilds_missing = _wilds_adj_acc_avg(y_pred[keep], y_true[keep], place[keep])
+    assert adj_acc_avg(correct[keep], groups[keep]) == pytest.approx(wilds_missing, abs=1e-12)
+    assert wilds_missing == pytest.approx(sum(acc[g] * RELEASE_TRAIN_GROUP_COUNTS[g] for g in (0, 2, 3)) / 4795)
+    present = np.array([1, 0, 1, 1]) * counts
+    assert metadata_adj_avg_acc(correct[keep], groups[keep], root) == pytest.approx((acc * present).sum() / present.sum())
+
+    with pytest.raises(ValueError, match="4"):
+        adj_acc_avg(correct, groups + 1)
+    with pytest.raises(ValueError, match="weights"):
+        adj_acc_avg(correct, groups, (1, 2, 3))

@@ -91,11 +91,56 @@ def load_waterbirds(root: str | os.PathLike, split: str, image_size: int = 224,
     )
 
 
+# WILDS 2.0.0 (wilds/datasets/waterbirds_dataset.py, WaterbirdsDataset.eval): `adj_acc_avg` weights
+# the four group accuracies by these fixed numbers, the release's training-group counts, whatever
+# data it is given (groups 2 * y + place: landbird/land, landbird/water, waterbird/land, waterbird/water).
+RELEASE_TRAIN_GROUP_COUNTS = (3498, 184, 56, 1057)
+
+
+def group_accuracies(correct: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, count) of each of the 4 groups; an empty group's accuracy is 0, as WILDS'
+    `Metric._compute_group_wise` / `avg_over_groups` make it."""
+    correct, groups = np.asarray(correct, dtype=np.float64), np.asarray(groups)
+    if correct.shape != groups.shape:
+        raise ValueError(f"correct and groups must have the same shape, not {correct.shape} and {groups.shape}")
+    bad = sorted(set(np.unique(groups).tolist()) - {0, 1, 2, 3})
+    if bad:
+        raise ValueError(f"groups must be 2 * y + place in 0..3, not {bad[0]!r}")
+    counts = np.bincount(groups.astype(np.int64), minlength=4)
+    sums = np.bincount(groups.astype(np.int64), weights=correct, minlength=4)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0), counts
+
+
+def adj_acc_avg(correct: np.ndarray, groups: np.ndarray,
+                weights: tuple[int, ...] | np.ndarray = RELEASE_TRAIN_GROUP_COUNTS) -> float:
+    """WILDS' `adj_acc_avg`: group accuracies weighted by `weights` (default the release's fixed
+    training counts, as WILDS does). A group missing from `groups` scores 0 with its full weight,
+    as in WILDS; pass `weights` with a 0 there to leave it out instead."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (4,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"weights must be 4 non-negative numbers, not all 0, not {weights.tolist()!r}")
+    acc, _ = group_accuracies(correct, groups)
+    return float((acc * weights).sum() / weights.sum())
+
+
+def metadata_adj_avg_acc(correct: np.ndarray, groups: np.ndarray, root: str | os.PathLike) -> float:
+    """fexbench's variant of `adj_acc_avg` (its `adj_avg_acc` before the WILDS weights were
+    adopted): weighted by the train split of this copy's metadata.csv (`train_group_counts`), over
+    the groups present in `groups` only (a missing group is dropped, not scored 0)."""
+    counts = train_group_counts(root).astype(np.float64)
+    acc, present = group_accuracies(correct, groups)
+    counts = np.where(present > 0, counts, 0.0)
+    if counts.sum() <= 0:
+        raise DataError(f"{Path(root) / 'metadata.csv'}: no training rows in the groups of the test data")
+    return float((acc * counts).sum() / counts.sum())
+
+
 def train_group_counts(root: str | os.PathLike) -> np.ndarray:
     """Rows of the train split (split 0) of metadata.csv per group 2 * y + place.
 
-    WILDS weights the per-group test accuracies by these counts for its `adj_acc_avg` (on the
-    release: landbird/land 3498, landbird/water 184, waterbird/land 56, waterbird/water 1057).
+    On the release these equal RELEASE_TRAIN_GROUP_COUNTS (landbird/land 3498, landbird/water 184,
+    waterbird/land 56, waterbird/water 1057), the fixed weights of WILDS' `adj_acc_avg`; on other
+    copies they differ, and `metadata_adj_avg_acc` weights by them.
     """
     csv_path = Path(root) / "metadata.csv"
     if not csv_path.is_file():

@@ -104,3 +104,19 @@ def small_clip(request):
     clip = load_or_train_embedded(Path(request.config.cache.mkdir("fexbench-test-clip")), config)
     assert clip.card["zero_shot_accuracy"]["colour"] > 0.8, clip.card  # the planted tests need colours
     return clip
+
+
+@pytest.fixture
+def toy_methods():
+    """Two cheap compared methods (random words, registered as methods, not controls), so that a
+    tiny run has a family of compared methods to rank; unregistered afterwards."""
+    from fexbench.core import registry
+    from fexbench.explainers.baselines import RandomExplainer
+
+    made = {}
+    for name in ("toy-a", "toy-b"):
+        made[name] = type(name.replace("-", "_"), (RandomExplainer,), {"name": name, "control": False, "seeds": 2})
+        registry.register_explainer(name, made[name])
+    yield tuple(made)
+    for name in made:
+        registry.explainers.unregister(name)

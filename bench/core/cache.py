@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -161,6 +162,66 @@ def seal(target: str | os.PathLike) -> Path:
     target = Path(target)
     lines = [f"{file_sha256(f)}  {f.relative_to(target.parent).as_posix()}\n" for f in _artefact_files(target)]
     return atomic_write_text(manifest_path(target), "".join(lines))
+
+
+class UnsafeFile(ValueError):
+    """A path that is not a regular file of a readable size: a FIFO, a device, a socket, a folder,
+    a symlink to one of those, or a file over the size bound. Its message says which."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of `path`, read only if it is a regular file of at most `limit` bytes; otherwise
+    UnsafeFile naming what it is. The path is examined with `os.lstat` before it is opened: a FIFO
+    is never opened for a blocking read, a device (or a symlink to one, such as /dev/zero) never
+    read, a huge file never loaded. A symlink is followed only to a regular file. The file is
+    opened non-blocking and checked again on the open descriptor (`fstat`), so swapping the path
+    for a FIFO between the check and the open changes nothing; at most `limit` + 1 bytes are read
+    even if the file grows meanwhile. OSError (missing, no permission) passes through."""
+    path = os.fspath(path)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(path)  # OSError for a dangling or looping symlink
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"a symlink to {_kind(st.st_mode)}, not a regular file")
+    elif not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(f"{_kind(st.st_mode)}, not a regular file")
+    if st.st_size > limit:
+        raise UnsafeFile(f"{_size(st.st_size)}, over the {_size(limit)} limit")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise UnsafeFile(f"{_size(st.st_size)}, over the {_size(limit)} limit")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(2 ** 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise UnsafeFile(f"grew past the {_size(limit)} limit while being read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class IntegrityError(ValueError):

@@ -19,10 +19,12 @@ from typing import Any, Mapping
 
 from pydantic import TypeAdapter, ValidationError
 
-from fexbench.core.cache import atomic_write_json
+from fexbench.core.cache import UnsafeFile, atomic_write_json, read_regular_file
 from fexbench.core.errors import ResultsError
-from fexbench.core.schema import (READABLE_VERSIONS, SCHEMA_FILE, SCHEMA_VERSION, STATUSES, _NULLABLE_NUMBERS,  # noqa: F401
-                                  _NULLABLE_SERIES, _UNIT_VALUES_ENTRY, SCHEMA_ID, SchemaError, check, problems)
+from fexbench.core.schema import (MAX_RESULT_BYTES, READABLE_VERSIONS, SCHEMA_FILE, SCHEMA_VERSION, STATUSES,  # noqa: F401
+                                  _NULLABLE_NUMBERS, _NULLABLE_SERIES, _UNIT_VALUES_ENTRY, SCHEMA_ID, SchemaError, check,
+                                  problems)
+from fexbench.core.text import display_text
 from fexbench.core.metrics import MetricValue
 
 TRACKED_PACKAGES = ("fexbench", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers",
@@ -176,32 +178,51 @@ def write_result(out_dir: str | Path, result: JobResult) -> Path:
     return atomic_write_json(result_path(out_dir, result.task, result.explainer), data)
 
 
+def _shown(path: Path) -> str:
+    """A path as it is named in a message: a hostile file name cannot hide or rewrite the line."""
+    return display_text(path)
+
+
+def _load(path: Path) -> Any:
+    """The parsed JSON of a result file, read only if it is a regular file of at most
+    MAX_RESULT_BYTES (fexbench.core.cache.read_regular_file: a FIFO, a device or a symlink to one,
+    and an oversized file are refused before anything is read); any failure is a one-line
+    ResultsError naming the file."""
+    try:
+        raw = read_regular_file(path, MAX_RESULT_BYTES)
+    except UnsafeFile as exc:
+        raise ResultsError(f"{_shown(path)}: refused: {exc}") from None
+    except OSError as exc:
+        raise ResultsError(f"{_shown(path)}: cannot read result: {exc.strerror or exc}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ResultsError(f"{_shown(path)}: not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{_shown(path)}: not valid JSON: {str(exc)[:120]}") from None
+
+
 def read_result(path: str | Path) -> JobResult:
-    """A result file, checked: UTF-8 JSON, an object, its recorded digest matching its content (when it
-    has one; one without is returned with digest None: unverified), every field of the right type.
+    """A result file, checked: a regular file of at most MAX_RESULT_BYTES, UTF-8 JSON, an object,
+    its recorded digest matching its content (when it has one; one without is returned with digest
+    None: unverified), every field of the right type and within its bounds, statistics registered.
     Any failure is a ResultsError naming the file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read result: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ResultsError(f"{path}: not UTF-8 text") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ResultsError(f"{path}: not valid JSON: {str(exc)[:120]}") from None
+    data = _load(path)
     if isinstance(data, Mapping) and "digest" in data:
         try:
             matches = data["digest"] == canonical_digest(data)
         except (TypeError, ValueError):
             matches = False
         if not matches:
-            raise ResultsError(f"{path}: content does not match its recorded digest (edited or corrupted)")
-    return JobResult.from_dict(data, source=str(path))
+            raise ResultsError(f"{_shown(path)}: content does not match its recorded digest (edited or corrupted)")
+    return JobResult.from_dict(data, source=_shown(path))
 
 
 def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
-    """Every readable job file under `out_dir` (<task>/<explainer>.json), and one message per file
-    that was skipped (so a corrupt file is named, never silently dropped) or read unverified."""
+    """Every readable job file under `out_dir` (<task>/<explainer>.json: every *.json in a task
+    folder, whatever its name), and one message per file that was skipped (so a corrupt, oversized
+    or non-regular file is named, never silently dropped, never a hang) or read unverified."""
     results, problems = [], []
     for path in sorted(Path(out_dir).glob("*/*.json")):
         try:
@@ -210,7 +231,7 @@ def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
             problems.append(f"skipped {exc}")
             continue
         if result.digest is None:
-            problems.append(f"{path}: no recorded digest (written by an older fexbench); included unverified")
+            problems.append(f"{_shown(path)}: no recorded digest (written by an older fexbench); included unverified")
         results.append(result)
     return results, problems
 
@@ -275,40 +296,70 @@ def write_schema(path: str | Path = SCHEMA_FILE) -> Path:
 
 
 def validate_file(path: str | Path) -> list[str]:
-    """Every problem of one result file (JSON, digest, schema), each naming the file; [] if valid."""
+    """Every problem of one result file (file kind and size, JSON, digest, schema), each naming the
+    file; [] if valid."""
     path = Path(path)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        return [f"{path}: cannot read: {exc.strerror or exc}"]
-    except UnicodeDecodeError:
-        return [f"{path}: not UTF-8 text"]
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return [f"{path}: not valid JSON: {str(exc)[:120]}"]
-    found = [f"{path}: {p}" for p in problems(data)]
+        data = _load(path)
+    except ResultsError as exc:
+        return [str(exc)]
+    found = [f"{_shown(path)}: {p}" for p in problems(data)]
     if isinstance(data, Mapping) and data.get("digest") is not None and not found:
         try:
             if data["digest"] != canonical_digest(data):
-                found.append(f"{path}: digest: content does not match its recorded digest (edited or corrupted)")
+                found.append(f"{_shown(path)}: digest: content does not match its recorded digest (edited or corrupted)")
         except (TypeError, ValueError):
-            found.append(f"{path}: digest: the content cannot be digested")
+            found.append(f"{_shown(path)}: digest: the content cannot be digested")
     if not found:
         try:
-            JobResult.from_dict(data, source=str(path))
+            JobResult.from_dict(data, source=_shown(path))
         except ResultsError as exc:
             found.append(str(exc))
     return found
 
 
-# files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json)
+# files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json),
+# at the top level of the run folder only: inside a task folder every *.json is a result
 RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json"})
+_RESULT_KEYS = frozenset({"task", "explainer", "oracle", "status", "job_key", "seed"})  # read_result requires all
+
+
+def _is_metadata(path: Path, folder: Path, runs_inside: bool) -> bool:
+    """Whether `path` is a run's metadata file rather than a result: its name is one of
+    RUN_METADATA, it lies at a run folder's top level (`folder` itself, or a child of `folder`
+    when `folder` holds run folders), and it is not result-shaped (a readable JSON object with
+    every field read_result requires, which a reader of that folder would take as a result)."""
+    depth = len(path.relative_to(folder).parts)
+    if path.name not in RUN_METADATA or not (depth == 1 or (depth == 2 and runs_inside)):
+        return False
+    try:
+        data = _load(path)
+    except ResultsError:
+        return False  # unreadable, oversized, not a regular file: validate names it
+    return not (isinstance(data, Mapping) and _RESULT_KEYS <= set(data))
+
+
+def result_files(folder: str | Path) -> list[Path]:
+    """Every file `validate` checks as a result below `folder` (a run folder, or a folder of run
+    folders): every *.json that is not a folder and not a run's metadata (_is_metadata). FIFOs,
+    devices and symlinks named *.json are included, so they are named, not silently passed over."""
+    folder = Path(folder)
+    top = {p.name for p in folder.glob("*.json")}
+    runs_inside = not (top & RUN_METADATA)  # a run folder has its metadata at its top level
+    out = []
+    for path in sorted(folder.rglob("*.json")):
+        if not path.is_symlink() and path.is_dir():
+            continue
+        if _is_metadata(path, folder, runs_inside):
+            continue
+        out.append(path)
+    return out
 
 
 def validate_dir(folder: str | Path) -> tuple[int, list[str]]:
-    """(number of result files checked, their problems) for every <task>/<explainer>.json below
-    `folder` (a run folder, or a folder of run folders)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*.json") if p.is_file() and p.name not in RUN_METADATA)
+    """(number of result files checked, their problems) for every result file below `folder` (a
+    run folder, or a folder of run folders; result_files)."""
+    files = result_files(folder)
     found: list[str] = []
     for path in files:
         found += validate_file(path)

@@ -8,7 +8,8 @@ before), with several it is the replicated interval of `fexbench.core.stats`, wh
 replicates and the units inside them.
 
 The per-unit columns behind every metric are kept in the result (`unit_values`), with the
-statistic named by its import path, so that paired comparisons, rank groups and `fexbench compare`
+statistic named by its path 'module:function' in the registry of statistics
+(fexbench.core.schema.register_statistic; a file's name is looked up there, never imported), so that paired comparisons, rank groups and `fexbench compare`
 can be recomputed from result files alone, long after the run. When a task's Estimates carry
 cluster ids (`Estimate.clusters`: the subject model of each unit), they are kept beside the
 columns, one list per replicate, so the recomputed statistics resample clusters as the task did.
@@ -16,32 +17,30 @@ columns, one list per replicate, so the recomputed statistics resample clusters 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from fexbench.core.contract import Scored
 from fexbench.core.metrics import Estimate, MetricValue, nanmean, pool_seeds
+from fexbench.core.schema import resolve_statistic, statistic_name
 
 
 def statistic_path(statistic: Callable[..., Any]) -> str:
-    """'module:qualname' of a statistic, so a result file can name it without pickling it."""
-    return f"{statistic.__module__}:{statistic.__qualname__}"
+    """'module:qualname' of a statistic, so a result file can name it without pickling it. The
+    statistic must be registered (fexbench.core.schema.register_statistic; the tasks' own
+    nanmean, spearman and auroc are), so the file can be read back."""
+    return statistic_name(statistic)
 
 
 def load_statistic(path: str) -> Callable[..., Any]:
-    """The statistic a result file names. Only functions of installed modules are imported (the
-    path is code already on this machine, never data), and only plain module-level functions."""
-    module, _, name = path.partition(":")
-    if not module or not name or "<" in name:
-        raise ValueError(f"statistic {path!r} is not a module-level function path 'module:name'")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"statistic {path!r} is not callable")
-    return obj
+    """The statistic a result file names, looked up in the registry of statistics
+    (fexbench.core.schema.registered_statistics); nothing the file names is ever imported, and an
+    unregistered name is a ValueError."""
+    try:
+        return resolve_statistic(path)
+    except ValueError as exc:
+        raise ValueError(f"statistic: {exc}") from None
 
 
 def _columns(estimates: Sequence[Estimate]) -> list[np.ndarray]:

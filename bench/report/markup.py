@@ -2,15 +2,17 @@
 
 Result files come from submitters, so any string in them (an explainer's name, a word, an error
 message, a config value) may be hostile. Pages are therefore assembled only through `el`, which
-escapes every child that is not itself an element and every attribute value (`html.escape`,
-control characters removed first), so no raw value can reach the page as markup.
+escapes every child that is not itself an element and every attribute value (`html.escape`),
+after `fexbench.core.text.display_text` has removed control characters, ANSI escapes,
+bidirectional controls and zero-width characters, so no raw value can reach the page as markup
+and none can reorder or hide what a reader sees.
 """
 from __future__ import annotations
 
 import html
 from typing import Any, Iterable
 
-from fexbench.report.leaderboard import clean
+from fexbench.core.text import display_text
 
 _VOID = {"meta", "link", "img", "br", "hr", "input"}
 
@@ -23,7 +25,7 @@ def text(value: Any) -> Html:
     """Any value as escaped text."""
     if isinstance(value, Html):
         return value
-    return Html(html.escape(clean(value), quote=True))
+    return Html(html.escape(display_text(value), quote=True))
 
 
 def raw(trusted: str) -> Html:

@@ -30,13 +30,13 @@ PLACES = ("land", "water")
 class WaterbirdsZoo:
     """Sizes of the layout's splits and of its subjects' training (the waterbirds task's arguments)."""
 
-    n_train: int = 3000
+    n_train: int = 2000
     n_probe: int = 800
     n_test: int = 1200
-    epochs: int = 6
+    epochs: int = 1  # fine-tuning epochs (from scratch when base_epochs = 0: training epochs)
     width: int = 16
     image_size: int = 32
-    base_epochs: int = 0
+    base_epochs: int = 1
     lr: float = 3e-3
 
     def world_set(self, env: Any, split: str, n: int, rho: float, seed: int, swap: bool = False) -> ImageSet:

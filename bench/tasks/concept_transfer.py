@@ -182,7 +182,9 @@ class ConceptTransfer(Task):
     name = "concept-transfer"
     description = "FALCON-style transfer: explanations of another model's units carried over by a ridge map"
     metrics = (TRANSFER_TOP1, TRANSFER_TOP3, DIRECT_TOP1, DIRECT_TOP3, AGREEMENT)
-    version = 2  # 2: words matched through the part-of-speech lemmatiser
+    # 2: words matched through the part-of-speech lemmatiser
+    # 3: the ImageNet-9 zoo's initialisation seeds derived from each replicate's seed (docs/subjects.md)
+    version = 3
 
     def __init__(self, p_native: float = 0.5, source_seed: int = 0, target_seed: int = 1, target_width: int = 24,
                  n_units: int = 12, n_directions: int = 12, n_fit: int = 2000, n_test: int = 1000,

@@ -121,9 +121,9 @@ def test_transfer_end_to_end(tiny_run):
 
 # ---------------------------------------------------------------- the causal ground truth
 
-# 8 directions: on this tiny pair the two truths then name different concepts for one target (pc7),
+# 12 directions: on this tiny pair the two truths then name different concepts for some target,
 # so a causal truth that fell back to the association would fail test_causal_truth_end_to_end
-CAUSAL = dict(TINY, n_directions=8, truth="causal", n_causal_scenes=40)
+CAUSAL = dict(TINY, n_directions=12, truth="causal", n_causal_scenes=40)
 
 
 def test_the_truth_option_is_checked_and_the_default_keeps_its_config():

@@ -226,7 +226,7 @@ def test_every_metric_carries_the_subject_of_each_unit(tiny_run):
                 for _ in prepared.ground_truth[case.subject.name]["units"]]
     assert len(set(subjects)) == len(prepared.cases) == 2
     for result in results.values():
-        assert result.config["code_versions"]["task"] == UnitCauses.version == 2
+        assert result.config["code_versions"]["task"] == UnitCauses.version == 3
         for m in UnitCauses.metrics:
             assert result.unit_values[m.name]["clusters"] == [subjects]
 

@@ -5,6 +5,7 @@ real release without edits.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def small_clip(request):
     return clip
 
 
-@pytest.fixture
-def toy_methods():
+@contextlib.contextmanager
+def _registered_toy_methods():
     """Two cheap compared methods (random words, registered as methods, not controls), so that a
     tiny run has a family of compared methods to rank; unregistered afterwards."""
     from fexbench.core import registry
@@ -116,7 +117,21 @@ def toy_methods():
     made = {}
     for name in ("toy-a", "toy-b"):
         made[name] = type(name.replace("-", "_"), (RandomExplainer,), {"name": name, "control": False, "seeds": 2})
-        registry.register_explainer(name, made[name])
-    yield tuple(made)
-    for name in made:
-        registry.explainers.unregister(name)
+        registry.register_explainer(name, made[name], override=True)
+    try:
+        yield tuple(made)
+    finally:
+        for name in made:
+            registry.explainers.unregister(name)
+
+
+@pytest.fixture(scope="session")
+def toy_method_registration():
+    """A context manager registering the two toy methods, for fixtures of any scope."""
+    return _registered_toy_methods
+
+
+@pytest.fixture(scope="module")
+def toy_methods():
+    with _registered_toy_methods() as names:
+        yield names

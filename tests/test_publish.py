@@ -28,15 +28,16 @@ EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, toy_method_registration) -> Path:
     from fexbench.core.contract import Environment
     from fexbench.harness.driver import run
 
     root = tmp_path_factory.mktemp("publish-run")
-    run(["waterbirds-spurious"], EXPLAINERS,
-        Environment(cache_dir=root / "cache", out_dir=root / "run", progress=False, replicates=2),
-        task_configs={"waterbirds-spurious": dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100,
-                                                  n_test=100, epochs=2)}, log=lambda _: None)
+    with toy_method_registration() as toys:  # two compared methods, so the board ranks a family
+        run(["waterbirds-spurious"], [*EXPLAINERS, *toys],
+            Environment(cache_dir=root / "cache", out_dir=root / "run", progress=False, replicates=2),
+            task_configs={"waterbirds-spurious": dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100,
+                                                      n_test=100, epochs=2)}, log=lambda _: None)
     return root / "run"
 
 

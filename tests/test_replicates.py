@@ -75,7 +75,9 @@ def test_rank_groups_and_paired_comparisons_come_from_result_files(runs):
     root, _, _ = runs
     results = [read_result(result_path(root / "three", TASK, n)) for n in EXPLAINERS]
     ranking = rank_task(results)
-    assert ranking is not None and set(ranking.ranks) == set(EXPLAINERS)
+    assert ranking is not None and set(ranking.roles) == set(EXPLAINERS)
+    assert ranking.roles["oracle"] == "oracle" and ranking.rank_intervals == {}  # baselines only: no method to rank
+    assert set(ranking.oracle_gaps) == set(EXPLAINERS) - {"oracle"}
     by = {r.explainer: r for r in results}
     diff = compare_results(by["oracle"], by["class-name"], "auroc_biased")
     assert diff.difference == pytest.approx(by["oracle"].metric("auroc_biased").value - 0.5)

@@ -116,8 +116,8 @@ def test_first_stable_takes_the_smallest_design_that_reaches_the_target():
     assert stability.first_stable(curve, 0.95) is None
 
 
-def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
-    """End to end on a tiny replicated run of the baselines (oracle, random, class-name)."""
+def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys, toy_methods):
+    """End to end on a tiny replicated run of the baselines and two toy compared methods."""
     from fexbench.core.contract import Environment
     from fexbench import cli
     from fexbench.report.leaderboard import markdown
@@ -125,14 +125,14 @@ def test_power_prints_rank_stability_for_a_replicated_run(tmp_path, capsys):
 
     tiny = dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100, n_test=100, epochs=2, n_bootstrap=100)
     out = tmp_path / "pilot"
-    results = run(["waterbirds-spurious"], ["oracle", "random", "class-name"],
+    results = run(["waterbirds-spurious"], ["oracle", "random", "class-name", *toy_methods],
                   Environment(cache_dir=tmp_path / "cache", out_dir=out, progress=False, replicates=3),
                   task_configs={"waterbirds-spurious": tiny}, log=lambda s: None)
     note = next(line for line in markdown(results).splitlines() if line.startswith("What 3 replicates resolve"))
     assert "identical rank groups with a projected chance of" in note
     assert cli.main(["power", str(out), "--stability-sims", "40", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)["waterbirds-spurious"]["rank_stability"]
-    assert sorted(summary["explainers"]) == ["class-name", "oracle", "random"]
+    assert sorted(summary["explainers"]) == sorted(toy_methods)  # the board ranks the compared methods only
     assert [s["replicates"] for s in summary["curve"]][:3] == [3, 4, 5]
     assert all(0 <= s["same"] <= s["near"] <= 1 for s in summary["curve"])
     assert cli.main(["power", str(out), "--stability-sims", "40"]) == 0

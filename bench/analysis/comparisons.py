@@ -244,7 +244,10 @@ def rank_all(results: Sequence[JobResult], alpha: float = 0.05) -> dict[str, Tas
         by_task.setdefault(r.task, []).append(r)
     out = {}
     for task, rows in by_task.items():
-        ranking = rank_task(rows, alpha=alpha)
+        try:
+            ranking = rank_task(rows, alpha=alpha)
+        except NotComparable:  # a task not installed here: its direction is unknown, so nothing is ranked
+            continue
         if ranking is not None:
             out[task] = ranking
     return out

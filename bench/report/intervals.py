@@ -22,14 +22,15 @@ WIDTH, LABEL_W, ROW_H, TOP, BOTTOM = 620, 210, 20, 26, 34
 class Interval:
     label: str
     metric: MetricValue
-    rank: str  # "1", "2=", "-" (not ranked)
+    rank: str  # a rank interval "[1, 3]" or "2" (with "; beats ..."), "-" (a control, the oracle, not ranked)
 
 
 def _colour(rank: str) -> str:
-    try:
-        return GROUP_COLOURS[min(int(rank.rstrip("=")) - 1, len(GROUP_COLOURS) - 1)]
-    except ValueError:
-        return UNRANKED
+    """The colour of a rank interval's best end ("[2, 4]" -> the second colour); grey unranked."""
+    import re
+
+    found = re.match(r"\[?(\d+)", rank)
+    return GROUP_COLOURS[min(int(found.group(1)) - 1, len(GROUP_COLOURS) - 1)] if found else UNRANKED
 
 
 def _fmt(x: float) -> str:

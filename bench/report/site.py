@@ -67,6 +67,21 @@ def _rank(explainer: str, ranking: TaskRanking | None) -> str:
     return label + (f"; beats {', '.join(won)}" if won else "")
 
 
+def _rank_order(explainer: str, ranking: TaskRanking | None) -> tuple[int, int, int]:
+    """Sort key: the oracle (the ceiling), compared methods by rank interval, controls, the rest."""
+    if ranking is None or explainer not in ranking.roles:
+        return (3, 0, 0)
+    if explainer in ranking.rank_intervals:
+        return (1, *ranking.rank_intervals[explainer])
+    return ({"oracle": 0, "control": 2}.get(ranking.roles[explainer], 3), 0, 0)
+
+
+def _rank_sort(explainer: str, ranking: TaskRanking | None) -> str:
+    """A data-sort value for a rank cell (the table's sorter compares these as text)."""
+    kind, lo, hi = _rank_order(explainer, ranking)
+    return f"{kind}{lo:03d}{hi:03d}"
+
+
 def _task_info(task: str) -> tuple[str, dict[str, str]]:
     """The task's description and its metrics' descriptions, from its declarations (not imported)."""
     found = declared("fexbench.tasks", task)
@@ -182,8 +197,7 @@ class BoardSite:
             m = next((m for m in r.metrics if m.name == metric), None)
             if m is not None:
                 rows.append(Interval(explainer, m, _rank(explainer, ranking)))
-        rank_of = lambda row: int(row.rank.rstrip("=")) if row.rank != "-" else 10 ** 6  # noqa: E731
-        return sorted(rows, key=lambda row: (rank_of(row), row.label))
+        return sorted(rows, key=lambda row: (_rank_order(row.label, ranking), row.label))
 
     # --- the result files -------------------------------------------------------------------------
     def copy_results(self) -> None:
@@ -281,14 +295,13 @@ class BoardSite:
                     el("th", "status"), el("th", "provenance")]
 
         def rank_key(r):
-            rank = _rank(r.explainer, ranking)
-            return (r.status != "ok", int(rank.rstrip("=")) if rank != "-" else 10 ** 6, r.explainer)
+            return (r.status != "ok", _rank_order(r.explainer, ranking), r.explainer)
 
         rows = []
         for r in sorted(rows_results, key=rank_key):
             rank = _rank(r.explainer, ranking)
             values = {m.name: m for m in r.metrics}
-            row: list[Any] = [el("td", rank, data_sort=rank.rstrip("=") if rank != "-" else ""),
+            row: list[Any] = [el("td", rank, data_sort=_rank_sort(r.explainer, ranking)),
                               el("td", self._name(r.explainer, "../"), data_sort=r.explainer)]
             for name in metrics:
                 m = values.get(name)
@@ -391,7 +404,7 @@ class BoardSite:
             rows.append([el("td", el("a", r.task, href="../" + self.task_href(r.task))), metric or "",
                          el("td", _num(m.value) if m else "", " ", el("span", _ci(m) if m else "", class_="ci"),
                             class_="num", data_sort=repr(m.value) if m and math.isfinite(m.value) else ""),
-                         el("td", rank, class_="num", data_sort=rank.rstrip("=") if rank != "-" else ""),
+                         el("td", rank, class_="num", data_sort=_rank_sort(explainer, self.rankings.get(r.task))),
                          el("td", r.status, class_=f"status-{r.status}"),
                          el("td", _num(r.fit_time_s, 2), class_="num"), el("td", _num(r.explain_time_s, 2), class_="num"),
                          el("td", _num(r.wall_time_s, 1), class_="num"), el("td", _num(r.peak_rss_mb, 0), class_="num"),

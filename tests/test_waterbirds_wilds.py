@@ -181,10 +181,14 @@ def test_adj_avg_acc_weights_group_accuracies_by_training_counts(tmp_path):
     weights = {(0, 0): 3, (0, 1): 1, (1, 0): 1, (1, 1): 2}
     acc = {g: correct[(test.labels == g[0]) & (place == g[1])].mean() for g in weights}
     hand = sum(weights[g] * acc[g] for g in weights) / sum(weights.values())
+    release = dict(zip(weights, (3498, 184, 56, 1057)))  # WILDS 2.0.0 weights by the release's fixed counts
+    wilds = sum(release[g] * acc[g] for g in release) / sum(release.values())
     assert out["avg_acc"] == pytest.approx(correct.mean())
-    assert out["adj_avg_acc"] == pytest.approx(hand)
-    assert abs(out["adj_avg_acc"] - out["avg_acc"]) > 0.1, out  # the test split is balanced, training is not
-    assert out["adj_weights"] == {"landbird/land": 3, "landbird/water": 1, "waterbird/land": 1, "waterbird/water": 2}
+    assert out["adj_avg_acc"] == pytest.approx(wilds)  # WILDS' own adj_acc_avg
+    assert out["metadata_adj_avg_acc"] == pytest.approx(hand)  # this copy's metadata.csv counts
+    assert abs(out["metadata_adj_avg_acc"] - out["avg_acc"]) > 0.1, out  # the test split is balanced, training is not
+    assert out["adj_weights"] == {"landbird/land": 3498, "landbird/water": 184, "waterbird/land": 56,
+                                  "waterbird/water": 1057}
 
 
 # ---------------------------------------------------------------- WILDS' adj_acc_avg

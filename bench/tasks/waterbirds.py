@@ -69,7 +69,8 @@ class WaterbirdsSpurious(Task):
     metrics = (SPEARMAN, AUROC, CORRECT_BG)
     # 2: words matched through the part-of-speech lemmatiser; adj_avg_acc reported
     # 3: subjects fine-tuned from a per-replicate base network (docs/subjects.md), rhos re-spaced,
-    #    initialisation seeds derived from each replicate's seed
+    #    initialisation seeds derived from each replicate's seed; on WILDS data adj_avg_acc is WILDS'
+    #    own (fixed release weights), metadata_adj_avg_acc the metadata-weighted variant
     version = 3
 
     def __init__(self, rhos: tuple[float, ...] = (0.5, 0.65, 0.75, 0.85, 0.95),
@@ -187,10 +188,12 @@ class WaterbirdsSpurious(Task):
         """Ground truth from the model's behaviour: counterfactual flip rate (when exact counterfactuals
         exist), group accuracies, and the agree/disagree accuracy gap.
 
-        `avg_acc` is the plain mean over the test split; `adj_avg_acc` is WILDS' `adj_acc_avg`: the
-        per-group test accuracies weighted by training group counts (real WILDS data: the train
-        split of metadata.csv; Hugging Face data: its train split's labels and places; the world:
-        the subject's own training set), over the groups the test split holds."""
+        `avg_acc` is the plain mean over the test split; `adj_avg_acc` is WILDS' `adj_acc_avg`: on the
+        WILDS release, exactly WILDS 2.0.0's (the release's fixed training counts; a group missing
+        from the test split scores 0 with its weight), with `metadata_adj_avg_acc` the variant
+        weighted by this copy's metadata.csv train split; elsewhere the per-group test accuracies
+        weighted by training group counts (Hugging Face data: its train split's labels and places;
+        the world: the subject's own training set), over the groups the test split holds."""
         pred = cached_activations(env.arrays, subject, test, ("logits",))["logits"].argmax(1)
         correct = pred == test.labels
         place = test.field("place")
@@ -216,12 +219,17 @@ class WaterbirdsSpurious(Task):
         elif {"n", "rho", "seed"} <= set(data_key):
             _, y_tr, place_tr = world.waterbirds_scenes(int(data_key["n"]), float(data_key["rho"]), int(data_key["seed"]))
             counts, counts_from = np.bincount(2 * y_tr + place_tr, minlength=4), "the subject's own training set"
-        adj = None
+        adj, metadata_adj = None, None
         if counts is not None:
             present = np.unique(groups)
             if counts[present].sum() > 0:
                 adj = float(sum(counts[g] * correct[groups == g].mean() for g in present) / counts[present].sum())
-        out = {"avg_acc": avg, "adj_avg_acc": adj, "worst_group_acc": worst, "acc_gap": avg - worst,
+        if source == "wilds":  # WILDS' own adj_acc_avg: the release's fixed counts, a missing group scores 0
+            from fexbench.data.waterbirds_wilds import RELEASE_TRAIN_GROUP_COUNTS, adj_acc_avg
+
+            adj, metadata_adj = adj_acc_avg(correct, groups), adj
+            counts, counts_from = np.asarray(RELEASE_TRAIN_GROUP_COUNTS), "the release's fixed training counts (WILDS)"
+        out = {"avg_acc": avg, "adj_avg_acc": adj, "metadata_adj_avg_acc": metadata_adj, "worst_group_acc": worst, "acc_gap": avg - worst,
                "group_acc": group_acc, "agree_disagree_gap": gap,
                "adj_weights": {f"{test.class_names[g // 2]}/{PLACES[g % 2]}": int(counts[g]) for g in range(4)}
                if counts is not None else None, "adj_weights_from": counts_from}

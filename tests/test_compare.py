@@ -15,7 +15,7 @@ from fexbench.harness.driver import run
 from fexbench.harness.runner import run_job
 
 TASK = "imagenet9-background"
-TINY = dict(p_natives=[0.0, 0.5, 1.0], seeds=[0], n_train=360, n_probe=180, n_test=180, epochs=2, width=8,
+TINY = dict(p_natives=[0.0, 0.5, 1.0], seeds=[0], n_train=900, n_probe=180, n_test=180, epochs=3, width=8,
             n_bootstrap=200)
 
 

@@ -128,6 +128,14 @@ def resolve_statistic(name: Any) -> Callable[..., Any]:
     return function
 
 
+def _key(name: Any) -> str:
+    """A key from a file as a field name in a message: shown as it is (display_text), at most 40 characters."""
+    from fexbench.core.text import display_text
+
+    text = display_text(name)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _short(value: Any, width: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -198,7 +206,7 @@ def _unit_value_problems(data: Mapping[str, Any]) -> list[str]:
             try:
                 resolve_statistic(entry["statistic"])
             except ValueError as exc:
-                out.append(f"unit_values.{_short(name, 40)}.statistic: {exc}")
+                out.append(f"unit_values.{_key(name)}.statistic: {exc}")
         if not isinstance(entry, Mapping) or not isinstance(entry.get("clusters"), list):
             continue
         clusters, replicates = entry["clusters"], entry.get("replicates")
@@ -233,7 +241,7 @@ def _bound_problems(data: Mapping[str, Any]) -> list[str]:
     for subject, entries in explanations.items():
         if len(out) >= 10:
             break
-        where = f"explanations.{_short(subject, 40)}"
+        where = f"explanations.{_key(subject)}"
         if not isinstance(entries, list):
             out.append(f"{where}: expected a list of explanations, found {type(entries).__name__}")
             continue

@@ -320,7 +320,7 @@ def validate_file(path: str | Path) -> list[str]:
 
 # files a run writes beside its results (fexbench.harness.provenance, the runner's timing.json),
 # at the top level of the run folder only: inside a task folder every *.json is a result
-RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json"})
+RUN_METADATA = frozenset({"run-config.json", "environment.json", "timing.json", "board.json"})
 _RESULT_KEYS = frozenset({"task", "explainer", "oracle", "status", "job_key", "seed"})  # read_result requires all
 
 

@@ -107,6 +107,21 @@ def small_clip(request):
     return clip
 
 
+@pytest.fixture(autouse=True)
+def _training_allowed_again():
+    """A test that forbids training (a release run) never leaks that into the next test."""
+    import os
+
+    from fexbench.core.release import TRAINING_ENV
+
+    before = os.environ.get(TRAINING_ENV)
+    yield
+    if before is None:
+        os.environ.pop(TRAINING_ENV, None)
+    else:
+        os.environ[TRAINING_ENV] = before
+
+
 @contextlib.contextmanager
 def _registered_toy_methods():
     """Two cheap compared methods (random words, registered as methods, not controls), so that a

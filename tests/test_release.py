@@ -82,7 +82,7 @@ def test_a_release_holds_the_subjects_design_and_expected_hashes(made):
     roles = {a["role"] for a in manifest["artefacts"]}
     assert roles == {"subject", "design", "ground-truth"}  # the baselines use no shared resource
     subjects = {a["name"] for a in manifest["artefacts"] if a["role"] == "subject"}
-    assert subjects == {"cnn-rho0.5-s0", "cnn-rho0.95-s0"}
+    assert subjects == {"cnn-rho0.5-s0", "cnn-rho0.95-s0", "cnn-base-w16"}  # the base they are fine-tuned from
     truth = {a["name"] for a in manifest["artefacts"] if a["role"] == "ground-truth"}
     assert "waterbirds-spurious/replicate-0/probe" in truth
     assert manifest["design"]["run"]["seed"] == 0 and manifest["design"]["tasks"]["waterbirds-spurious"]["rhos"]
@@ -256,7 +256,7 @@ def test_placing_replaces_a_differing_cache_entry_and_keeps_a_matching_one(made,
     root, rel = made
     cache = tmp_path / "cache"
     with release.open_release(rel) as opened:
-        assert release.place(opened, cache) == 2
+        assert release.place(opened, cache) == 3  # two subjects and their base network
         weights = next((cache / "subjects").glob("*/model.safetensors"))
         weights.write_bytes(b"trained here")  # a locally trained stand-in with the same key
         from fexbench.core.cache import seal

@@ -12,6 +12,23 @@ from fexbench.harness.prefetch import apply_threads
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`fexbench run`; a release run (or [run] train = false) forbids training for this run only:
+    the process's setting is restored afterwards, so a later run in the same process may train."""
+    import os
+
+    from fexbench.core.release import TRAINING_ENV
+
+    before = os.environ.get(TRAINING_ENV)
+    try:
+        return _run(args)
+    finally:
+        if before is None:
+            os.environ.pop(TRAINING_ENV, None)
+        else:
+            os.environ[TRAINING_ENV] = before
+
+
+def _run(args: argparse.Namespace) -> int:
     from fexbench.analysis.board import BOARD_FILE, board
     from fexbench.core.cache import atomic_write_json, atomic_write_text
     from fexbench.core.results import read_results_dir

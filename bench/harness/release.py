@@ -44,7 +44,7 @@ ROLES = ("subject", "resource", "ground-truth", "design")
 # the [run] keys of the design a run on the release repeats (the protocol the board's numbers come from)
 DESIGN_RUN_KEYS = ("seed", "replicates", "explainer_seeds")
 # cache folders a release may ship and place: subjects, and the shared resources' own folders
-SUBJECT_DIRS = ("subjects",)
+SUBJECT_DIRS = ("subjects", "bases")  # bases: the per-replicate base networks subjects are fine-tuned from
 RESOURCE_DIRS = ("clip", "captioner", "caption-bank", "caption-bank-index")
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 200_000
@@ -501,14 +501,17 @@ def _subject_entries(cache: Path, weights: set[str]) -> dict[str, str]:
     and the base networks they were fine-tuned from."""
     found: dict[str, str] = {}
     cards: dict[str, dict[str, Any]] = {}
-    folder = cache / "subjects"
-    for card_path in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(card, dict):
-            cards[card_path.parent.name] = card
+    where: dict[str, str] = {}  # key -> its cache folder: subjects/, or bases/ for base networks
+    for kind in ("subjects", "bases"):
+        folder = cache / kind
+        for card_path in sorted(folder.glob("*/card.json")) if folder.is_dir() else []:
+            try:
+                card = json.loads(card_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(card, dict):
+                cards[card_path.parent.name] = card
+                where[card_path.parent.name] = kind
     by_weights = {c.get("weights_sha256"): key for key, c in cards.items()}
     missing = sorted(weights - set(by_weights))
     if missing:
@@ -517,12 +520,12 @@ def _subject_entries(cache: Path, weights: set[str]) -> dict[str, str]:
     todo = [by_weights[w] for w in sorted(weights)]
     while todo:
         key = todo.pop()
-        if f"subjects/{key}" in found:
-            continue
         card = cards.get(key)
         if card is None:
             raise ReleaseError(f"base network {key} of a released subject is not in the cache {cache}")
-        found[f"subjects/{key}"] = str(card.get("name", key))
+        if f"{where[key]}/{key}" in found:
+            continue
+        found[f"{where[key]}/{key}"] = str(card.get("name", key))
         base = (card.get("init") or {}).get("base")
         if isinstance(base, str):
             todo.append(base)

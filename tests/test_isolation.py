@@ -20,7 +20,8 @@ from fexbench.core.contract import Environment, Explainer, ExplainerError, Expla
 from fexbench.harness.driver import run
 
 TASK = "waterbirds-spurious"
-TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0, 1], n_train=300, n_probe=100, n_test=100, epochs=2)
+TINY = dict(rhos=[0.5, 0.9, 0.98], seeds=[0, 1], n_train=300, n_probe=100, n_test=100, epochs=2,
+            base_epochs=0)  # from scratch: this tiny zoo then has both biased and unbiased subjects
 
 
 def _bg_words(target, amount: float) -> Explanation:

@@ -24,7 +24,7 @@ from fexbench.resources.captioner import torch_threads
 from fexbench.data.concepts import content_words
 from fexbench.core.results import read_result
 from conftest import write_waterbirds_fixture
-from fexbench.explainers.falcon import caption_words
+from fexbench.explainers.falcon import word_function
 from fixture_writers import write_challenge_tree, write_mapping
 from fixture_writers import write_tiny_models
 
@@ -224,7 +224,7 @@ def test_every_shared_resource_came_through_the_real_path(real_run):
     tiny BLIP's vocabulary: the configured resources, not the defaults, were used."""
     assert real_run.code == 0, real_run.stderr + real_run.stdout
     assert not (real_run.cache / "clip").exists() and not (real_run.cache / "captioner").exists()
-    bank_words = {w for c in BANK_CAPTIONS for w in caption_words(c)}
+    bank_words = {w for c in BANK_CAPTIONS for w in word_function("released")(c)}  # FALCON's default pipeline
     captioner_words = {w for word in CAPTIONER_WORDS for w in content_words(word)}
     for task in TASKS:
         for explainer, allowed in (("falcon", bank_words), ("texplain", captioner_words),

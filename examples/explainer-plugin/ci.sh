@@ -2,6 +2,8 @@
 # The plugin's CI: install it, check it against the contract (seconds), run the smoke preset with
 # it and the built-ins it is judged against, and gate on the stored baseline with `fexbench compare`.
 # Usage: ci.sh [work-dir]    (BASELINE=<folder> to use another stored baseline)
+# Make the baseline on the machine that runs this gate (CPU training is not bit-identical across
+# machines): run this once without a baseline and store the results it names.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$(mktemp -d)}"

@@ -95,13 +95,7 @@ def pair_powers(results: Sequence[JobResult], n_sim: int = 4000) -> list[PairPow
 
 def _seconds_per_replicate(folder: Path, task: str, replicates: int) -> float | None:
     """The pilot's cost of one replicate of `task`: its preparation plus every job, per replicate."""
-    path = folder / TIMING
-    try:
-        timing = json.loads(path.read_text(encoding="utf-8"))
-        entry = timing["tasks"][task]
-        return (float(entry["prepare_s"]) + float(sum(entry["jobs_s"].values()))) / max(1, replicates)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return step_seconds_per_replicate(_timing(folder), task)
 
 
 def _methods_only(values: comparisons.TaskValues) -> comparisons.TaskValues:
@@ -322,3 +316,158 @@ def design_note(task_results: Sequence[JobResult], n_sim: int = 500) -> str | No
                  f"with {stab.near:.2f} (it separates {stab.separated:.1f} of {stab.pairs} pairs on average). "
                  f"The command fexbench power prints the figures per pair and per design.")
     return " ".join(parts)
+
+
+# -- the cost-aware design search (`fexbench power --budget`) -------------------------------------------
+UNIT_FACTORS = (1, 2, 3)  # units per replicate tried, as multiples of the pilot's
+
+
+@dataclass(frozen=True)
+class TaskDesign:
+    """One task's design: replicates x (units per replicate as a multiple of the pilot's), its
+    predicted cost in step-seconds and its worst pair's MDD under the board's rule."""
+
+    task: str
+    replicates: int
+    unit_factor: int
+    units: int
+    seconds: float
+    mdd: float
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return self.mdd / self.target
+
+
+def _timing(folder: Path) -> Mapping[str, Any]:
+    from fexbench.core.cache import UnsafeFile, read_regular_file
+    try:
+        timing = json.loads(read_regular_file(folder / TIMING, 1 << 20).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, UnsafeFile):
+        return {}
+    return timing if isinstance(timing, dict) else {}
+
+
+def step_seconds_per_replicate(timing: Mapping[str, Any], task: str) -> float | None:
+    """A replicate of `task` in step-seconds: its preparations and jobs summed, divided by the
+    replicates it ran (the task's own count where timing.json records one). Step-seconds are the
+    seconds each step took in its process; `parallelism` turns a sum of them into wall time."""
+    try:
+        entry = timing["tasks"][task]
+        reps = entry.get("replicates", timing.get("replicates", 1))
+        return (float(entry["prepare_s"]) + float(sum(entry["jobs_s"].values()))) / max(1, int(reps))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def parallelism(timing: Mapping[str, Any], cores: int) -> tuple[float, str]:
+    """How many step-seconds one wall-clock second holds on `cores` cores: measured from the pilot
+    when its timing.json records a cold run's wall time (step-seconds / wall, scaled by the cores
+    asked for over the pilot's), else 0.75 per core (the pilot's own machine state unknown)."""
+    last = timing.get("last_run") if isinstance(timing.get("last_run"), dict) else None
+    total = sum(filter(None, (step_seconds_per_replicate(timing, t) for t in (timing.get("tasks") or {}))))
+    if last and last.get("jobs_resumed") == 0 and float(last.get("wall_s", 0)) > 0 and total > 0:
+        reps_work = sum(float(e.get("prepare_s", 0)) + float(sum((e.get("jobs_s") or {}).values()))
+                        for e in timing["tasks"].values())
+        measured = reps_work / float(last["wall_s"])
+        pilot_cpus = max(1, int(last.get("cpus") or cores))
+        return measured * cores / pilot_cpus, f"measured by the pilot's cold run ({measured:.2f} on {pilot_cpus} CPUs)"
+    return 0.75 * cores, "assumed 0.75 per core (the pilot's timing.json records no cold wall time)"
+
+
+def _task_target(task: str, board: str, default: float) -> float:
+    from fexbench.core import registry
+    try:
+        return float(getattr(registry.tasks.get(task), "resolution_targets", {}).get(board, default))
+    except Exception:
+        return default
+
+
+def task_design(task: str, rows: Sequence[PairPower], per_rep: float, replicates: int, unit_factor: int,
+                target: float) -> TaskDesign:
+    """The worst pair's board-rule MDD and the cost of `replicates` x `unit_factor` on one task.
+    Cost grows in proportion to the units (an upper bound: a replicate's fixed part does not)."""
+    level = rule_alpha(len(rows))
+    units = rows[0].components.units * unit_factor
+    mdd = max(stats.minimum_detectable_difference(p.components, replicates, units=units, alpha=level) for p in rows)
+    return TaskDesign(task, replicates, unit_factor, units, replicates * unit_factor * per_rep, mdd, target)
+
+
+def search_designs(pairs: Sequence[PairPower], costs: Mapping[str, float], budget_s: float,
+                   targets: Mapping[str, float], max_replicates: int = 40) -> dict[str, TaskDesign]:
+    """Per task, replicates x units per replicate within `budget_s` step-seconds in all, chosen to
+    bring the task furthest from its target (largest MDD / target) nearer first: greedily, each step
+    buys the candidate (one more replicate, or the next unit factor) with the largest fall of that
+    task's ratio per step-second; a task whose next step no longer fits stops growing."""
+    by_task: dict[str, list[PairPower]] = {}
+    for p in pairs:
+        by_task.setdefault(p.task, []).append(p)
+    tasks = sorted(t for t in by_task if costs.get(t))
+    designs = {t: task_design(t, by_task[t], costs[t], 2, 1, targets[t]) for t in tasks}
+    spent = sum(d.seconds for d in designs.values())
+    if spent > budget_s:
+        raise UsageError(f"the budget buys less than 2 replicates of every task ({spent:.0f} step-seconds needed, "
+                         f"{budget_s:.0f} available): raise --budget or name fewer tasks")
+    frozen: set[str] = set()
+    while len(frozen) < len(tasks):
+        task = max((t for t in tasks if t not in frozen), key=lambda t: designs[t].ratio)
+        d = designs[task]
+        options = []
+        if d.replicates < max_replicates:
+            options.append(task_design(task, by_task[task], costs[task], d.replicates + 1, d.unit_factor, d.target))
+        bigger = [f for f in UNIT_FACTORS if f > d.unit_factor]
+        if bigger:
+            options.append(task_design(task, by_task[task], costs[task], d.replicates, bigger[0], d.target))
+        options = [o for o in options if spent - d.seconds + o.seconds <= budget_s and o.mdd < d.mdd]
+        if not options:
+            frozen.add(task)
+            continue
+        best = max(options, key=lambda o: (d.ratio - o.ratio) / max(o.seconds - d.seconds, 1e-9))
+        spent += best.seconds - d.seconds
+        designs[task] = best
+    return designs
+
+
+def budget_report(folder: str | Path | Sequence[str | Path], budget_min: float, cores: int, board: str = "full",
+                  target: float = 0.10, max_replicates: int = 40, shared_s: float | None = None
+                  ) -> tuple[str, dict[str, Any]]:
+    """`fexbench power --budget`: the per-task designs that fit `budget_min` minutes of wall time on
+    `cores` cores, priced from the pilot's timing.json, with their predicted MDD under the board's
+    rule against each task's resolution target for `board`."""
+    folders = [Path(folder)] if isinstance(folder, (str, Path)) else [Path(f) for f in folder]
+    per_run = []
+    for f in folders:
+        found, _ = read_results_dir(f)
+        if not found:
+            raise UsageError(f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}")
+        per_run.append(found)
+    results = per_run[0] if len(folders) == 1 else pool_runs(per_run, folders)
+    timing = _timing(folders[0])
+    if not timing.get("tasks"):
+        raise UsageError(f"{folders[0] / TIMING}: missing or unreadable; --budget prices designs from the pilot's "
+                         "timing.json (written by fexbench run)")
+    pairs = pair_powers(results, n_sim=0)
+    costs = {t: c for t in {p.task for p in pairs} if (c := step_seconds_per_replicate(timing, t))}
+    par, how = parallelism(timing, cores)
+    shared = 0.0 if shared_s is None else shared_s
+    budget_s = max(0.0, budget_min * 60.0 - shared) * par
+    targets = {t: _task_target(t, board, target) for t in costs}
+    designs = search_designs(pairs, costs, budget_s, targets, max_replicates)
+    total = sum(d.seconds for d in designs.values())
+    lines = [f"designs for a {budget_min:g}-minute budget on {cores} cores: {budget_s:.0f} step-seconds "
+             f"(parallelism {par:.2f}, {how})",
+             tabulate([[d.task, d.replicates, f"{d.units} (x{d.unit_factor})", f"{d.seconds:.0f}",
+                        _mdd(d.mdd), f"{d.target:g}", "yes" if d.mdd <= d.target else f"no ({d.ratio:.1f}x)"]
+                       for d in designs.values()],
+                      headers=["task", "replicates", "units per replicate", "step-seconds", "board-rule MDD",
+                               f"target ({board})", "reached"], tablefmt="simple", disable_numparse=True),
+             f"predicted wall time: {total / par / 60 + shared / 60:.1f} min ({total:.0f} step-seconds / {par:.2f}"
+             + (f" + {shared:.0f} s shared" if shared else "") + ")",
+             "cost model: a replicate costs what the pilot's did per replicate (timing.json), more units per "
+             "replicate cost in proportion (an upper bound); MDD: the worst pair of compared methods, Holm's "
+             "first step over the task's pairs, from the pilot's variance components"]
+    summary = {"budget_min": budget_min, "cores": cores, "board": board, "parallelism": par,
+               "step_seconds_budget": budget_s, "predicted_wall_min": total / par / 60 + shared / 60,
+               "designs": {d.task: dataclasses.asdict(d) for d in designs.values()}}
+    return "\n".join(lines), summary

@@ -21,6 +21,12 @@ def add_parser(sub: Any) -> None:
                    help="the chance that a re-run gives the same rank groups (within one move) to reach (default 0.8)")
     p.add_argument("--stability-sims", type=int, default=500,
                    help="simulated pairs of runs per design for rank stability (default 500)")
+    p.add_argument("--budget", type=float, metavar="MINUTES",
+                   help="search, per task, the design (replicates x units per replicate) that fits this much wall "
+                        "time and brings every task nearest its resolution target (fexbench.analysis.power.search_designs)")
+    p.add_argument("--cores", type=int, default=2, help="cores the budget's run will have (default 2)")
+    p.add_argument("--board", choices=("default", "full"), default="full",
+                   help="whose resolution targets the budget search aims at (the tasks' resolution_targets; default full)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_power)
 
@@ -32,6 +38,13 @@ def cmd_power(args: argparse.Namespace) -> int:
         raise UsageError(f"--stability-target must be in (0, 1], not {args.stability_target}")
     if args.stability_sims < 10:
         raise UsageError(f"--stability-sims must be 10 or more, not {args.stability_sims}")
+    if args.budget is not None:
+        if args.budget <= 0 or args.cores < 1:
+            raise UsageError(f"--budget must be positive and --cores at least 1, not {args.budget} and {args.cores}")
+        from fexbench.analysis.power import budget_report
+        text, summary = budget_report(args.results, args.budget, args.cores, board=args.board, target=args.target)
+        print(json.dumps(summary, indent=2, default=float) if args.json else text)
+        return 0
     text, summary = report(args.results, args.target, args.replicates, stability_target=args.stability_target,
                            stability_sims=args.stability_sims)
     print(json.dumps(summary, indent=2, default=float) if args.json else text)

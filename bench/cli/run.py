@@ -41,6 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     # the config (or the embedded default), then explicit flags on top; all checked before any work
     flags = dict(out=args.out, cache_dir=args.cache_dir, seed=args.seed, device=args.device, tasks=args.tasks,
                  explainer_seeds=args.explainer_seeds, replicates=args.replicates,
+                 # --replicates R is every task's number: it replaces a preset's per-task design
+                 task_replicates={} if args.replicates is not None else None,
                  job_time_limit_s=args.job_time_limit,
                  explainers=args.explainers, progress=False if args.quiet else None,
                  resume=False if args.no_resume else None, threads=args.threads,

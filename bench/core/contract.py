@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
+from fexbench.core.card import MethodCard, Paper  # noqa: F401  (re-exported: plugins declare cards through the contract)
+
 if TYPE_CHECKING:
     from fexbench.core.cache import ArrayCache
 
@@ -141,9 +143,16 @@ class Environment:
     max_bad_image_fraction: float = 0.0
     explainer_seeds: int = 0  # seeds per stochastic explainer; 0: each explainer's own (Explainer.seeds)
     replicates: int = 1  # independent replicates of every task (own world data, zoo, explainer seeds); the CLI default is 3
+    # a task's own number of replicates where its design asks for another than `replicates` (a preset's
+    # per-task design, chosen by `fexbench power --budget`); tasks not named use `replicates`
+    task_replicates: Mapping[str, int] = field(default_factory=dict)
     job_time_limit_s: float | None = None  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = None  # per job, above what the process maps at its start
     resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def replicates_for(self, task: str) -> int:
+        """How many replicates `task` runs: its own design's number, else the run's."""
+        return max(1, int(self.task_replicates.get(task, self.replicates)))
 
     def replicate(self, index: int) -> "Environment":
         """The environment of replicate `index`: replicate 0 is the run itself (so one replicate is
@@ -190,6 +199,10 @@ class Explainer(abc.ABC):
     # name). Variants of one method that share fitted parts (TExplain and its contrast share the
     # translators and the sampled sentences) name the same area.
     cache_namespace: ClassVar[str] = ""
+    # The method card (fexbench.core.card): display name, a paragraph, paper, code, authors. The
+    # site reads it; `check-explainer` warns when a method has none. Its kind and version are the
+    # class's own (the flags above, `version`). Presentation only: never in a job key or a score.
+    card: ClassVar[MethodCard | None] = None
 
     def fit(self, subject: Subject, context: Context) -> "Explainer":
         return self
@@ -227,6 +240,10 @@ class Task(abc.ABC):
     # Bumped whenever the task's data, ground truth or scoring changes: part of every job key.
     version: ClassVar[int] = 1
     metrics: ClassVar[tuple[Any, ...]] = ()
+    # The resolution each published design aims for: the worst pair of compared methods' minimum
+    # detectable difference under the board's rule, per board ("default", "full"). `fexbench power
+    # --budget` spends a budget where it brings a task nearest its target; empty: --target is used.
+    resolution_targets: ClassVar[Mapping[str, float]] = {}
 
     @abc.abstractmethod
     def prepare(self, env: Environment) -> "Prepared":

@@ -38,7 +38,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -80,6 +80,9 @@ class RunSection(BaseModel):
     prefetch: bool = True  # a helper process prepares later tasks meanwhile (fexbench.harness.prefetch); same results
     # independent replicates of every task (own world data, zoo, explainer seeds); see docs/statistics.md
     replicates: int = Field(3, ge=1, le=100)  # 3: the fewest that give a t interval over replicates (docs/statistics.md)
+    # per-task replicates where a design gives a task its own number (e.g. the full preset's, chosen by
+    # `fexbench power --budget`); a task not named runs `replicates`
+    task_replicates: dict[str, Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=dict)
     job_time_limit_s: float | None = Field(None, gt=0)  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = Field(None, gt=0)  # per job, above what the process maps at its start
     preset: str | None = None  # a shipped preset this config starts from (fexbench.presets); its keys win
@@ -232,7 +235,9 @@ class RunConfig:
                   "progress": self.run.progress, "amp": self.run.amp,
                   "batch_size": self.run.batch_size, "workers": self.run.workers, "threads": self.run.threads,
                   "max_bad_image_fraction": self.run.max_bad_image_fraction,
-                  "replicates": self.run.replicates, "job_time_limit_s": self.run.job_time_limit_s,
+                  "replicates": self.run.replicates,
+                  "task_replicates": types.MappingProxyType(dict(self.run.task_replicates)),
+                  "job_time_limit_s": self.run.job_time_limit_s,
                   "job_memory_limit_mb": self.run.job_memory_limit_mb,
                   "resource_configs": types.MappingProxyType(self.resource_configs())}
         return environment_cls(**values)
@@ -391,6 +396,11 @@ def _check_run(values: Mapping[str, Any], where: _Where, base: RunSection) -> Ru
         if key in checked:
             checked[key] = _check_names(checked[key], f"run.{key}",
                                         registry.tasks if key == "tasks" else registry.explainers, where)
+    if isinstance(checked.get("task_replicates"), Mapping):
+        known = registry.tasks.names()
+        for name in checked["task_replicates"]:
+            if name not in known:
+                raise where.error(f"run.task_replicates.{name}", f"unknown task {name!r}; known: {', '.join(known)}")
     try:
         run = RunSection.model_validate({**base.model_dump(), **checked})
     except ValidationError as err:

@@ -128,9 +128,9 @@ class LocalExecutor:
                     results.extend(prepare_failures(node.task, graph.explainer_names, exc, env))
                     log(f"[{node.task}] ERROR preparing the task: {type(exc).__name__}: {exc}")
                     continue
-                if node.replicate == graph.replicates - 1:
+                if node.replicate == graph.replicates_of(node.task) - 1:
                     elapsed = time.perf_counter() - state["start"]
-                    timing["tasks"][node.task] = {"prepare_s": elapsed, "jobs_s": {}}
+                    timing["tasks"][node.task] = {"prepare_s": elapsed, "jobs_s": {}, "replicates": len(state["prepared"])}
                     prepared = state["prepared"]
                     reps = f" x {len(prepared)} replicates" if len(prepared) > 1 else ""
                     log(f"[{node.task}] prepared {len(prepared[0].cases)} subjects{reps} in {elapsed:.1f}s")
@@ -338,7 +338,7 @@ class RayExecutor:
                 log(f"[{task}] ERROR preparing the task: {type(exc).__name__}: {exc}")
                 continue
             elapsed = sum(s["seconds"] for s in summaries)
-            timing["tasks"][task] = {"prepare_s": elapsed, "jobs_s": {}}
+            timing["tasks"][task] = {"prepare_s": elapsed, "jobs_s": {}, "replicates": len(summaries)}
             reps = f" x {len(summaries)} replicates" if len(summaries) > 1 else ""
             log(f"[{task}] prepared {summaries[0]['subjects']} subjects{reps} in {elapsed:.1f}s (summed over workers)")
             for node in graph.of_kind("job"):

@@ -52,7 +52,12 @@ class JobGraph:
     nodes: tuple[Node, ...]
     task_names: tuple[str, ...]
     explainer_names: tuple[str, ...]
-    replicates: int
+    replicates: int  # the run's; a task with its own design runs task_replicates[task]
+    task_replicates: Mapping[str, int] = field(default_factory=dict)
+
+    def replicates_of(self, task: str) -> int:
+        """How many replicates `task` prepares in this graph."""
+        return self.task_replicates.get(task, self.replicates)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
@@ -122,7 +127,6 @@ def build_graph(task_names: Sequence[str], explainer_names: Sequence[str], env: 
     (task, explainer). Builds nothing; unknown names stay in the graph and fail at run time as
     error rows, like the sequential run's."""
     task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
-    replicates = max(1, env.replicates)
     explainer_opts = {e: dict(explainer_configs.get(e, {})) for e in explainer_names}
     uses = {e: declared_resources(e, explainer_opts[e]) for e in explainer_names}
     resource_keys = {}
@@ -135,6 +139,7 @@ def build_graph(task_names: Sequence[str], explainer_names: Sequence[str], env: 
         options = dict(task_configs.get(task, {}))
         identity = _task_identity(task, options)
         prep_keys = []
+        replicates = env.replicates_for(task)
         for r in range(replicates):
             key = stable_hash({"task": task, **identity, "seed": env.replicate(r).seed}, 24)
             prep_keys.append(key)
@@ -151,7 +156,8 @@ def build_graph(task_names: Sequence[str], explainer_names: Sequence[str], env: 
                                + [resource_keys[n] for n in uses[explainer]]}, 24)
             nodes.append(Node("job", job_id(task, explainer), key, deps, task=task, explainer=explainer,
                               options=explainer_opts[explainer]))
-    return JobGraph(tuple(nodes), tuple(task_names), tuple(explainer_names), replicates)
+    return JobGraph(tuple(nodes), tuple(task_names), tuple(explainer_names), max(1, env.replicates),
+                    {t: env.replicates_for(t) for t in task_names})
 
 
 def check_order(graph: JobGraph) -> None:

@@ -204,8 +204,10 @@ class CostModel:
         measured_reps = max(1, int(timing.get("replicates", 1)))
         for task, entry in (timing.get("tasks") or {}).items():
             preps = [n for n in graph.of_kind("prepare") if n.task == task]
+            task_reps = entry.get("replicates", measured_reps)
+            task_reps = task_reps if isinstance(task_reps, int) and task_reps >= 1 else measured_reps
             if preps and isinstance(entry.get("prepare_s"), (int, float)):
-                predicted = self.prepare(preps[0]).seconds * measured_reps
+                predicted = self.prepare(preps[0]).seconds * task_reps
                 seconds = float(entry["prepare_s"])
                 if task == graph.task_names[0]:  # the run's first preparation also warmed its process up
                     seconds = max(seconds - STARTUP_S, 0.1 * seconds)
@@ -215,7 +217,7 @@ class CostModel:
             for explainer, seconds in (entry.get("jobs_s") or {}).items():
                 jobs = [n for n in graph.of_kind("job") if n.task == task and n.explainer == explainer]
                 if jobs and isinstance(seconds, (int, float)):
-                    predicted = self.job(jobs[0], measured_reps).seconds
+                    predicted = self.job(jobs[0], task_reps).seconds
                     if predicted > 0:
                         saved[f"job:{task}/{explainer}"] = float(seconds) / predicted
                         done.append(f"job:{task}/{explainer}")
@@ -284,7 +286,7 @@ def make_plan(task_names: Sequence[str], explainer_names: Sequence[str], env: En
     slots = (min(gpus, workers) if workers else gpus) if cuda else (workers or 1)
     model = CostModel(task_configs, explainer_configs, env, distributed=slots > 1)
     calibrated = model.calibrate(graph, timing) if timing else []
-    estimates = {n.id: model.estimate(n, graph.replicates) for n in graph}
+    estimates = {n.id: model.estimate(n, graph.replicates_of(n.task)) for n in graph}
     cost = {i: e.seconds for i, e in estimates.items()}
     return Plan(graph, estimates, slots, env.device, STARTUP_S + sum(cost.values()),
                 STARTUP_S + critical_path(graph, cost), STARTUP_S + schedule(graph, cost, slots), calibrated)

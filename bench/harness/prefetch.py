@@ -200,7 +200,7 @@ def _take_jobs(jobs: list[Item], claims: Claims, env: Any, parent: int, done: An
         try:
             if task_name not in prepared:
                 task = task_cls(**task_options)
-                prepared[task_name] = (task, [task.prepare(env.replicate(r)) for r in range(max(1, env.replicates))])
+                prepared[task_name] = (task, [task.prepare(env.replicate(r)) for r in range(env.replicates_for(task_name))])
             task, replicates = prepared[task_name]
             with profile.stage(f"{explainer} on {task_name}"):
                 result = run_job(task_name, task, replicates, explainer, lambda: cls(**options), env, resume)

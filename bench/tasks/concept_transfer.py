@@ -185,6 +185,7 @@ class ConceptTransfer(Task):
     # 2: words matched through the part-of-speech lemmatiser
     # 3: the ImageNet-9 zoo's initialisation seeds derived from each replicate's seed (docs/subjects.md)
     version = 3
+    resolution_targets = {"default": 0.2, "full": 0.1}  # docs/statistics.md#designs
 
     def __init__(self, p_native: float = 0.5, source_seed: int = 0, target_seed: int = 1, target_width: int = 24,
                  n_units: int = 12, n_directions: int = 12, n_fit: int = 2000, n_test: int = 1000,

@@ -93,6 +93,7 @@ class ImageNet9Background(Task):
     # 2: words matched through the part-of-speech lemmatiser; challenge preprocessing
     # 3: the ImageNet-9 zoo's initialisation seeds derived from each replicate's seed (docs/subjects.md)
     version = 3
+    resolution_targets = {"default": 0.2, "full": 0.1}  # docs/statistics.md#designs
 
     def __init__(self, p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), seeds: tuple[int, ...] = (0,),
                  n_train: int = 3000, n_probe: int = 900, n_test: int = 1800, epochs: int = 6, width: int = 16,

@@ -74,6 +74,7 @@ class SanityRandomization(Task):
     # 2: words lemmatised by the part-of-speech lemmatiser
     # 3: the ImageNet-9 zoo's initialisation seeds derived from each replicate's seed (docs/subjects.md)
     version = 3
+    resolution_targets = {"default": 0.05, "full": 0.03}  # docs/statistics.md#designs
 
     def __init__(self, p_native: float = 1.0, seed: int = 0, cascade: tuple[str, ...] = SMALL_CNN_CASCADE,
                  n_bootstrap: int = 1000, imagenet9: Mapping[str, Any] | None = None):

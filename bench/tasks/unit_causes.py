@@ -89,6 +89,7 @@ class UnitCauses(Task):
     # 3: the zoos' subjects fine-tuned from a per-replicate base network (docs/subjects.md), rhos
     #    re-spaced, initialisation seeds derived from each replicate's seed
     version = 3
+    resolution_targets = {"default": 0.2, "full": 0.1}  # docs/statistics.md#designs
 
     def __init__(self, rhos: tuple[float, ...] = (0.5, 0.65, 0.75, 0.85, 0.95), seeds: tuple[int, ...] = (0, 1),
                  p_natives: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), imagenet9_seeds: tuple[int, ...] = (0,),

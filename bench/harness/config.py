@@ -74,7 +74,7 @@ class RunSection(BaseModel):
     threads: int = Field(0, ge=0, le=1024)  # torch/BLAS threads; 0: OMP_NUM_THREADS, else usable CPUs (fexbench.core.threads)
     max_bad_image_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # share of unreadable images tolerated per split
     tasks: tuple[str, ...] | None = None  # None: every registered task
-    explainers: tuple[str, ...] | None = None  # None: every registered explainer
+    explainers: tuple[str, ...] | None = None  # None: the built-in explainers (a plugin runs when named, or "all")
     resume: bool = True
     progress: bool = True
     prefetch: bool = True  # a helper process prepares later tasks meanwhile (fexbench.harness.prefetch); same results
@@ -236,7 +236,7 @@ class RunConfig:
                   "batch_size": self.run.batch_size, "workers": self.run.workers, "threads": self.run.threads,
                   "max_bad_image_fraction": self.run.max_bad_image_fraction,
                   "replicates": self.run.replicates,
-                  "task_replicates": types.MappingProxyType(dict(self.run.task_replicates)),
+                  "task_replicates": dict(self.run.task_replicates),  # a plain dict: the environment is pickled to workers
                   "job_time_limit_s": self.run.job_time_limit_s,
                   "job_memory_limit_mb": self.run.job_memory_limit_mb,
                   "resource_configs": types.MappingProxyType(self.resource_configs())}
@@ -244,7 +244,8 @@ class RunConfig:
 
 
 def default_config() -> RunConfig:
-    """The run `fexbench run` does without a config: every registered task and explainer, defaults."""
+    """The run `fexbench run` does without a config: every registered task, the built-in explainers,
+    RunSection's defaults (datasets/configs/default.toml spells it out; docs/configuration.md#defaults)."""
     return RunConfig()
 
 

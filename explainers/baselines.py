@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fexbench.core.card import MethodCard
 from fexbench.core.seeds import derive_seed
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 
@@ -30,6 +31,15 @@ class RandomExplainer(Explainer):
     name = "random"
     control = True
     description = "control: random vocabulary words with random weights (scores at chance)"
+    card = MethodCard(
+        display_name="Random words (control)",
+        description="A control, not a method from a paper: for each target it draws distinct words uniformly from "
+                    "the task's concept vocabulary (distractors included) and gives them uniform random weights, "
+                    "seeded by the explainer seed, the subject and the target. It marks chance on every metric: a "
+                    "method that does not significantly beat it has shown nothing, and a task whose random control "
+                    "does not sit at chance is broken. Scored over 20 explainer seeds, so that one draw in the tail "
+                    "does not stand for the control.",
+        note="fexbench's floor; no paper, no external code.")
     stochastic = True
     seeds = 20  # free to run, and one draw of a control lands in its tail 5% of the time
 
@@ -54,6 +64,13 @@ class ClassNameExplainer(Explainer):
     name = "class-name"
     control = True
     description = "baseline: names the class only (what restating the label earns)"
+    card = MethodCard(
+        display_name="Class name (control)",
+        description="A control, not a method from a paper: a class target is explained by its own class name, a "
+                    "unit or direction by the name of the class whose logit its activation correlates with most "
+                    "over the probe images, with weight 1. It measures what restating the label earns: a method "
+                    "that does not beat it says nothing about a classifier beyond what its output already says.",
+        note="fexbench's label baseline; no paper, no external code.")
 
     def explain(self, subject: Subject, targets: Sequence[Target], context: Context) -> list[Explanation]:
         out = []
@@ -78,6 +95,15 @@ class OracleExplainer(Explainer):
     name = "oracle"
     description = "ceiling (oracle): enrichment of ground-truth attributes in the target's top probe images"
     is_oracle = True
+    card = MethodCard(
+        display_name="Oracle (ceiling)",
+        description="The ceiling, not a method: the only explainer the harness gives the probe images' ground-truth "
+                    "attributes (shape, colour, background, ...). For each target it takes the top 20% of probe "
+                    "images by the target's score (class margin, unit activation or direction projection) and "
+                    "weighs each attribute value by how much more frequent it is there than in the whole probe set "
+                    "(clipped at 0). A task whose oracle does not score near the top is broken; it gets no rank "
+                    "among the methods, and its gap to each explainer is reported instead.",
+        note="fexbench's ceiling; it reads the ground truth, which no method may.")
 
     def __init__(self, top_fraction: float = 0.2):
         self.top_fraction = top_fraction

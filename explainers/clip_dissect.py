@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from fexbench.resources.clip import cached_image_embeddings, resolve_clip
+from fexbench.core.card import MethodCard, Paper
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.data.imageset import DataError
 from fexbench.explainers.baselines import target_scores
@@ -170,6 +171,20 @@ class ClipDissectExplainer(Explainer):
     # 2: torch.topk's order of tied images and float32 (dtype="float32" default), as released;
     #    similarity="cos_cubed"; cos weights min-max scaled (never empty).
     version = 2
+    card = MethodCard(
+        display_name="CLIP-Dissect",
+        description="Names a unit by the concepts whose CLIP image-text similarity best matches the unit's "
+                    "top-activating probe images, relative to every other unit of the layer: soft weighted "
+                    "pointwise mutual information (soft-WPMI) between the unit's top 100 images, with soft "
+                    "memberships falling from 0.998 to 0.97, and each concept's softmax similarity over the "
+                    "concept set. A class target is explained through its logit, a direction through its "
+                    "projection. It needs no training: one pass of CLIP over the probe images and the concept words.",
+        paper=Paper(title="CLIP-Dissect: Automatic Description of Neuron Representations in Deep Vision Networks",
+                    venue="ICLR 2023", year=2023, url="https://arxiv.org/abs/2204.10965"),
+        code_url="https://github.com/Trustworthy-ML-Lab/CLIP-dissect",
+        authors=("Tuomas Oikarinen", "Tsui-Wei Weng"),
+        note="fexbench's port of the released similarity.py (soft-WPMI, tie order and float32 as released); "
+             "the top n_words concepts are returned, where the paper reports the single best.")
 
     def __init__(self, similarity: str = "soft_wpmi", top_k: int = 100, temperature: float = 10.0,
                  p_start: float = 0.998, p_end: float = 0.97, lam: float = 1.0, n_words: int = 5,

@@ -79,6 +79,7 @@ import torch
 from fexbench.resources.caption_bank import resolve_bank
 from fexbench.resources.clip import cached_image_embeddings, resolve_clip
 from fexbench.data.concepts import lemma
+from fexbench.core.card import MethodCard, Paper
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.models.gradcam import cam_crops, grad_cam
 
@@ -212,6 +213,20 @@ class FalconExplainer(Explainer):
     # 3: words="released" by default (the released tokeniser, part-of-speech filter, noun lemmas
     #    and stop-word timing); ties of equal score in alphabetical order.
     version = 3
+    card = MethodCard(
+        display_name="FALCON",
+        description="Automatic Feature Explanation using Contrasting Concepts: a feature (or a group of features "
+                    "that fire together) is explained by captioning Grad-CAM crops of its highly activating images "
+                    "with the best-matching captions of a caption bank (by CLIP similarity), scoring every word of "
+                    "those captions, and dropping the words that lowly activating look-alike images also score "
+                    "high on (the contrast). Groups whose crops CLIP finds incoherent are filtered out as "
+                    "uninterpretable. A class target is explained through the features contributing most to its logit.",
+        paper=Paper(title="Identifying Interpretable Subspaces in Image Representations", venue="ICML 2023",
+                    year=2023, url="https://arxiv.org/abs/2307.10504"),
+        code_url="https://github.com/NehaKalibhat/falcon-explain",
+        authors=("Neha Kalibhat", "Shweta Bhardwaj", "Bayan Bruss", "Hamed Firooz", "Maziar Sanjabi", "Soheil Feizi"),
+        note="fexbench's port of the released scripts (word pipeline as released); unit, direction and class "
+             "targets and the small probe sets are fexbench's adaptations.")
 
     def __init__(self, threshold_std: float = 5.0, min_group_size: int = 10, min_images: int = 11,
                  cam_threshold: float = 0.6, interpretability_threshold: float = 0.8, top_captions: int = 5,

@@ -61,11 +61,16 @@ from fexbench.core.seeds import derive_seed
 from fexbench.core import threads
 from fexbench.resources.captioner import Captioner, load_captioner
 from fexbench.data.concepts import content_words
+from fexbench.core.card import MethodCard, Paper
 from fexbench.core.contract import Context, Explainer, Explanation, Subject, Target
 from fexbench.data.imageset import DataError, ImageSet, cached_imageset, load_imageset
 from fexbench.explainers.baselines import target_scores
 
 _LOADED: dict[str, Captioner] = {}
+
+TEXPLAIN_PAPER = Paper(title="Learned Visual Features to Textual Explanations", venue="arXiv preprint", year=2023,
+                       url="https://arxiv.org/abs/2309.00733")
+TEXPLAIN_AUTHORS = ("Saeid Asgari Taghanaki", "et al.")
 
 
 class Translator(nn.Module):
@@ -116,6 +121,18 @@ class TExplain(Explainer):
     cache_namespace = "texplain"  # texplain-contrast reuses the same translators and sentences
     stochastic = True  # the translator's initialisation and the sampled sentences follow context.seed
     seeds = 1  # each seed retrains every translator: ~17 s a task; `--explainer-seeds N` asks for more
+    card = MethodCard(
+        display_name="TExplain",
+        description="Translates a frozen classifier's features into words: a translator of three linear layers "
+                    "(no non-linearity) maps the classifier's feature vector into the conditioning space of a "
+                    "frozen, independently trained image captioner, trained only with the captioning loss on "
+                    "captioned images seen through the classifier. To explain a target, many sentences are "
+                    "nucleus-sampled from the features of its images and the words' frequencies, stop words "
+                    "removed, are the explanation (drawn as a word cloud).",
+        paper=TEXPLAIN_PAPER,
+        authors=TEXPLAIN_AUTHORS,
+        note="No code was released: this is fexbench's reference implementation of the paper (the captioner is "
+             "fexbench's small embedded one, or a pretrained one by configuration).")
 
     def __init__(self, captioner: str | None = None, layer: str = "penultimate", n_sentences: int = 500,
                  top_p: float = 0.9, temperature: float = 1.0, max_tokens: int = 20, batch_size: int = 1000,
@@ -299,6 +316,17 @@ class TExplainContrast(TExplain):
 
     name = "texplain-contrast"
     description = "TExplain minus the decoder's prior: word frequencies of the target minus a reference's, clipped at 0"
+    card = MethodCard(
+        display_name="TExplain-contrast (fexbench variant)",
+        description="fexbench's variant of TExplain, not in the paper: the target's word frequencies, sampled exactly "
+                    "as TExplain samples them, minus the frequencies of sentences sampled the same way for a "
+                    "reference (for a class, the images predicted as the other classes; for a unit or direction, "
+                    "the whole probe set), clipped at 0. It removes the captioner's own prior (every world caption "
+                    "names a background, so every raw TExplain cloud does) and keeps what sets the target apart.",
+        paper=TEXPLAIN_PAPER,
+        authors=TEXPLAIN_AUTHORS,
+        note="A variant made by this project on TExplain's paper; no code was released by the paper's authors. "
+             "It shares TExplain's translators and sampled sentences.")
 
     def __init__(self, reference: str = "others", **kwargs: Any):
         if reference not in ("others", "all"):

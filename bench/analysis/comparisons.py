@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from fexbench.core import registry, stats
+from fexbench.core.card import kind_of
 from fexbench.core.results import JobResult
 from fexbench.harness.pooling import replicated_from_result
 
@@ -78,9 +79,7 @@ def role(explainer: str) -> str:
         cls = registry.explainers.get(explainer)
     except registry.RegistryError:
         return "method"
-    if getattr(cls, "is_oracle", False):
-        return "oracle"
-    return "control" if getattr(cls, "control", False) else "method"
+    return kind_of(cls)  # the rule method cards follow too (fexbench.core.card)
 
 
 def headline(task: str) -> tuple[str, bool, tuple[float, float]]:

@@ -27,9 +27,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         status = "ok  " if o.passed else "FAIL"
         print(f"{status} {o.check:{width}s} {o.seconds:5.1f}s  {o.message}".rstrip())
     failed = [o for o in outcomes if not o.passed]
+    from fexbench.core.card import card_warnings
+    warnings = card_warnings(checks[0].runner.cls)  # a warning, never a failure: the card is presentation
+    for warning in warnings:
+        print(f"warn card {warning}")
     cost = f"{per_target * 1000:.1f} ms per target (fit + explain, tiny world)" if per_target is not None else "n/a"
     print(f"\n{checks[0].runner.name}: {len(outcomes) - len(failed)}/{len(outcomes)} checks passed; cost {cost}; "
-          f"tiny world {world_s:.1f}s, total {time.perf_counter() - start:.1f}s")
+          f"tiny world {world_s:.1f}s, total {time.perf_counter() - start:.1f}s"
+          + (f"; {len(warnings)} method-card warning{'s' if len(warnings) != 1 else ''} (the site needs the card; "
+             "see docs/writing-an-explainer.md#the-method-card)" if warnings else ""))
     return 1 if failed else 0
 
 

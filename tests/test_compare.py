@@ -180,8 +180,8 @@ def test_one_explainer_worse_in_new_is_a_regression(tmp_path, capsys):
 
 
 def test_two_explainers_are_compared_in_neutral_words(tmp_path, capsys):
-    folder = _write(tmp_path / "run", _job("task-a", "good", [1.0] * 30), _job("task-a", "poor", [0.0] * 25 + [1.0] * 5),
-                    _job("task-a", "twin", [1.0] * 29 + [0.0]))
+    folder = _write(tmp_path / "run", _job("task-a", "good", [1.0] * 30),
+                    _job("task-a", "poor", [0.0] * 25 + [1.0] * 5), _job("task-a", "twin", [1.0] * 29 + [0.0]))
     assert main(["compare", str(folder), "--explainers", "good,poor", "--margin", "0.05"]) == 1
     out = capsys.readouterr().out
     assert "good vs poor" in out and "good higher" in out and "poor" in out

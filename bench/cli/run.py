@@ -108,29 +108,69 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if any(r.status != "ok" for r in results) else 0
 
 
+def _preset_replicates(name: str) -> str:
+    """What a shipped preset's [run] says about replicates, for the help text ("1 replicate",
+    "5-37 replicates per task")."""
+    import tomllib
+
+    from fexbench import presets
+    from fexbench.harness.config import RunSection
+
+    run = tomllib.loads(presets.path(name).read_text(encoding="utf-8")).get("run", {})
+    fallback = run.get("replicates", RunSection.model_fields["replicates"].default)
+    per_task = run.get("task_replicates") or {}
+    if per_task:
+        counts = sorted({*per_task.values(), fallback})
+        return f"{counts[0]}-{counts[-1]} replicates per task"
+    return f"{fallback} replicate{'s' if fallback != 1 else ''}"
+
+
+def defaults() -> dict[str, str]:
+    """The default run's values as the help text states them: from RunSection and the registry,
+    so the text cannot drift from what `fexbench run` does (tests/test_defaults.py)."""
+    from fexbench.core import registry
+    from fexbench.harness.config import RunSection
+
+    field = RunSection.model_fields
+    return {"replicates": str(field["replicates"].default), "out": field["out"].default,
+            "cache_dir": field["cache_dir"].default, "seed": str(field["seed"].default),
+            "explainer_seeds": str(field["explainer_seeds"].default), "device": field["device"].default,
+            "explainers": ", ".join(sorted(registry.explainers.builtin_names()))}
+
+
 def add_parser(sub) -> None:
+    from fexbench import presets
+
+    d = defaults()
+    shown = {"smoke": "every task, tiny, <1 min", "full": "publication design"}
+    preset_help = "; ".join(f"{name} ({', '.join(x for x in (shown.get(name), _preset_replicates(name)) if x)})"
+                            for name in presets.names())
     p_run = sub.add_parser(
-        "run", help="run explainers on tasks and print the leaderboard (default: everything)",
+        "run", help=f"run explainers on tasks and print the leaderboard (default: every registered task, the "
+                    f"built-in explainers, {d['replicates']} replicates)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=examples("fexbench run --tasks waterbirds-spurious --explainers random,class-name,oracle",
                         "fexbench run --explainers oracle --threads 1 --quiet --profile"))
-    p_run.add_argument("--tasks", help="comma-separated task names (default: all registered)")
-    p_run.add_argument("--explainers", help="comma-separated explainer names (default: all registered)")
+    p_run.add_argument("--tasks", help="comma-separated task names (default: every registered task, plugins' "
+                                       "included)")
+    p_run.add_argument("--explainers", help=f"comma-separated explainer names, or all (default: the built-in "
+                                            f"explainers: {d['explainers']}; a plugin runs only when named or "
+                                            f"with all)")
     p_run.add_argument("--config", help="a TOML run config (see datasets/configs/); flags below override it")
-    p_run.add_argument("--preset", help="a shipped run config: smoke (every task, tiny, <1 min) or full "
-                                        "(publication design); `fexbench list` shows them")
-    p_run.add_argument("--out", help="results folder (default: fexbench-results)")
-    p_run.add_argument("--cache-dir", help="cache of worlds, models, features (default: .fexbench-cache)")
-    p_run.add_argument("--seed", type=int, help="run seed (default: 0)")
+    p_run.add_argument("--preset", help=f"a shipped run config: {preset_help}; `fexbench list` shows them")
+    p_run.add_argument("--out", help=f"results folder (default: {d['out']})")
+    p_run.add_argument("--cache-dir", help=f"cache of worlds, models, features (default: {d['cache_dir']})")
+    p_run.add_argument("--seed", type=int, help=f"run seed (default: {d['seed']})")
     p_run.add_argument("--explainer-seeds", type=int, metavar="N",
-                       help="score every stochastic explainer over N seeds (default 0: each explainer's own "
-                            "count, shown by `fexbench list`)")
+                       help=f"score every stochastic explainer over N seeds (default {d['explainer_seeds']}: "
+                            "each explainer's own count, shown by `fexbench list`)")
     p_run.add_argument("--replicates", type=int, metavar="R",
-                       help="independent replicates of every task: own world data, zoo and explainer seeds "
-                            "(default 1; intervals then state the uncertainty of the benchmark, see docs/statistics.md)")
+                       help=f"independent replicates of every task: own world data, zoo and explainer seeds "
+                            f"(default {d['replicates']}; a preset sets its own, and R replaces a preset's per-task "
+                            f"numbers; intervals then state the uncertainty of the benchmark, see docs/statistics.md)")
     p_run.add_argument("--job-time-limit", type=float, metavar="SECONDS",
                        help="stop a (task, explainer) job after this long and record it as an error (default: none)")
-    p_run.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p_run.add_argument("--device", help=f"cpu, cuda, cuda:N, mps or auto (default: {d['device']})")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
     p_run.add_argument("--no-prefetch", action="store_true",
                        help="no helper process preparing later tasks while jobs run (same results, slower "

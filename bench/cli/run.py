@@ -7,8 +7,7 @@ import time
 
 from fexbench.cli.common import examples, log
 from fexbench.core import profile, registry
-from fexbench.harness.executors import make_executor
-from fexbench.harness.prefetch import apply_threads
+from fexbench.harness.executors import EXECUTORS, apply_threads, make_executor
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -46,8 +45,12 @@ def _run(args: argparse.Namespace) -> int:
                  job_time_limit_s=args.job_time_limit,
                  explainers=args.explainers, progress=False if args.quiet else None,
                  resume=False if args.no_resume else None, threads=args.threads,
-                 prefetch=False if getattr(args, "no_prefetch", False) else None,
+                 executor=args.executor or ("ray" if args.ray_address else None),
                  release=getattr(args, "release", None))
+    if shipped_release_applies(args):  # plain `fexbench run`: the published default board's own zoo
+        from fexbench import releases
+        flags["release"] = str(releases.path(releases.DEFAULT))
+        log(f"fexbench: scoring on the shipped default release ({flags['release']}); --train trains the zoo instead")
     if getattr(args, "preset", None):  # a shipped preset (fexbench.presets); a --config then overrides it
         from fexbench import presets
         flags["preset"] = args.preset if args.config else None
@@ -65,15 +68,12 @@ def _run(args: argparse.Namespace) -> int:
         registry.tasks.get(name)  # fail fast, naming the culprit, before any work
     for name in explainers:
         registry.explainers.get(name)
-    executor = make_executor(args.executor, args.ray_address,  # Ray missing: one line saying how to install it
-                             prefetch=config.run.prefetch)
+    executor = make_executor(config.run.executor, args.ray_address)  # Ray missing: one line saying how to install it
     env = config.environment()
     # torch's default (a thread per host core) collapses on a shared machine: the run's count is
     # the usable CPUs unless --threads, [run] threads or OMP_NUM_THREADS says (fexbench.core.threads)
-    env, choice, own = apply_threads(env, getattr(executor, "prefetch", False),
-                                     "--threads" if args.threads else "[run] threads")
-    split = f", {own} in this process and {own} in its prefetch helper" if own != choice.threads else ""
-    log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source}){split}")
+    env, choice = apply_threads(env, "--threads" if args.threads else "[run] threads")
+    log(f"fexbench: {choice.threads} thread{'s' if choice.threads != 1 else ''} ({choice.source})")
     if not env.progress:
         from transformers.utils import logging as hf_logging
 
@@ -106,6 +106,18 @@ def _run(args: argparse.Namespace) -> int:
               f"{profile.table(wall)}")
     print(f"wall time: {wall:.1f}s")
     return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def shipped_release_applies(args: argparse.Namespace) -> bool:
+    """Plain `fexbench run` scores on the default board's shipped release: no config or preset, no
+    release named, and nothing that changes the design the release holds (seed, replicates); a
+    subset of fexbench's own tasks, any explainers, another cache or output folder keep it; a task of
+    a plugin is not in the release, so naming one trains as before. `--train` opts out."""
+    if (getattr(args, "train", False) or args.config or getattr(args, "preset", None)
+            or getattr(args, "release", None) or args.seed is not None or args.replicates is not None):
+        return False
+    named = [n.strip() for n in (args.tasks or "").split(",") if n.strip()]
+    return not named or set(named) <= registry.tasks.builtin_names()
 
 
 def _preset_replicates(name: str) -> str:
@@ -172,21 +184,25 @@ def add_parser(sub) -> None:
                        help="stop a (task, explainer) job after this long and record it as an error (default: none)")
     p_run.add_argument("--device", help=f"cpu, cuda, cuda:N, mps or auto (default: {d['device']})")
     p_run.add_argument("--no-resume", action="store_true", help="recompute jobs whose results already exist")
-    p_run.add_argument("--no-prefetch", action="store_true",
-                       help="no helper process preparing later tasks while jobs run (same results, slower "
-                            "on 2+ cores; see docs/performance.md)")
     p_run.add_argument("--threads", type=int, metavar="N",
                        help="torch/BLAS threads (default: OMP_NUM_THREADS, else the CPUs this process may use)")
     p_run.add_argument("--profile", action="store_true",
                        help="print where the time went, per stage (data, subjects, resources, fit, explain, score)")
     p_run.add_argument("--quiet", action="store_true",
                        help="no progress bars; one line per finished job still goes to stderr")
-    p_run.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="local: in order in this process (default); ray: the job graph as Ray tasks "
-                            "(pip install -e \".[ray]\"; see docs/distributed.md)")
+    p_run.add_argument("--executor", choices=EXECUTORS,
+                       help="process: worker processes over the job graph (default; one per usable CPU); "
+                            "local: in order in this process; ray: Ray tasks (pip install -e \".[ray]\"); "
+                            "see docs/distributed.md")
     p_run.add_argument("--release", metavar="DIR_OR_ARCHIVE_OR_URL",
                        help="score on a release's subjects and resources (fexbench release; docs/release.md): "
-                            "verified, placed in the cache, its design run, nothing trained")
+                            "verified, placed in the cache, its design run, nothing trained. Default: with no "
+                            "--config, --preset, --seed, --replicates or --train, the default board's release "
+                            "shipped with fexbench (fexbench.releases)")
+    p_run.add_argument("--train", action="store_true",
+                       help="train the subject zoo from scratch instead of scoring on the shipped default release "
+                            "(what a maintainer does to make a new release; CPU training differs between machines)")
     p_run.add_argument("--ray-address", metavar="ADDR",
-                       help="a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+                       help="a running Ray cluster (e.g. ray://head:10001 or auto; implies --executor ray); "
+                            "default: start a local one")
     p_run.set_defaults(func=cmd_run)

@@ -582,7 +582,9 @@ def create(run_dir: str | os.PathLike, out: str | os.PathLike, archive: bool = F
                 if truth.setdefault(gt_name, digest) != digest:
                     raise ReleaseError(f"{run_dir}/{result.task}: explainers disagree on {gt_name}; the results "
                                        f"come from different runs")
-                if key.startswith("weights:"):
+                if key.startswith("weights:") and "/" not in key:
+                    # "weights:<subject>/<variant>" are models derived in the run from a shipped subject
+                    # (sanity-randomization's cascade): checked as ground truth, not shipped
                     weights.add(digest)
 
     artefacts: list[Artefact] = []

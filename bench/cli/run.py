@@ -129,6 +129,8 @@ def _preset_replicates(name: str) -> str:
     from fexbench.harness.config import RunSection
 
     run = tomllib.loads(presets.path(name).read_text(encoding="utf-8")).get("run", {})
+    if run.get("release") and "replicates" not in run and not run.get("task_replicates"):
+        return f"the replicates of release {run['release']}"  # its design runs (fexbench.harness.release)
     fallback = run.get("replicates", RunSection.model_fields["replicates"].default)
     per_task = run.get("task_replicates") or {}
     if per_task:

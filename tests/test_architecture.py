@@ -64,7 +64,7 @@ def _imports(path: Path, module: str) -> set[str]:
 # The direction of the layers: a module may import its own layer and the layers before it, never a
 # later one. The data flow of a run: data -> subject models -> resources -> tasks and explainers ->
 # the engine -> analysis of result files -> presentation -> the command line.
-LAYERS = (("core", "presets"), ("data",), ("models",), ("resources",), ("tasks", "explainers"),
+LAYERS = (("core", "presets", "releases"), ("data",), ("models",), ("resources",), ("tasks", "explainers"),
           ("harness", "testing", "perf"), ("analysis",), ("report",), ("cli",))
 
 
@@ -294,6 +294,7 @@ def test_the_wheel_holds_only_the_fexbench_package_and_its_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"fexbench"}
     assert "fexbench/core/results.schema.json" in names and "fexbench/presets/smoke.toml" in names
+    assert "fexbench/releases/default.tar" in names  # plain `fexbench run` scores on it
     packages = {str(p.parent.relative_to(ROOT / "bench")).replace("/", ".") for p in (ROOT / "bench").rglob("__init__.py")}
     for package in packages - {"."}:
         assert f"fexbench/{package.replace('.', '/')}/__init__.py" in names, f"subpackage fexbench.{package} is not installed"

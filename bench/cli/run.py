@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     on_release = None
     if config.run.release:  # verified, placed in the cache; its design is what runs (docs/release.md)
         from fexbench.harness.release import prepare_run
-        config, on_release = prepare_run(config, tasks_given=bool(args.tasks), log=log)
+        config, on_release = prepare_run(config, tasks_given=bool(args.tasks) or config.run.tasks is not None,
+                                         log=log)
     elif not config.run.train:
         from fexbench.core.release import forbid_training
         forbid_training("[run] train = false")

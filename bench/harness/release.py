@@ -424,8 +424,13 @@ def _copy_bounded(source: io.BufferedIOBase, out: Any, size: int, where: str) ->
 
 
 def open_release(source: str | os.PathLike, limit: int | None = None) -> Opened:
-    """A release from a folder, an archive or an http(s) URL, verified in full (verify_files)."""
+    """A release from a folder, an archive, an http(s) URL or the name of a release shipped with
+    fexbench ("default": fexbench.releases; a folder or file of that name wins), verified in full."""
     text = os.fspath(source)
+    if not is_url(text) and not Path(text).exists():
+        from fexbench import releases
+        if text in releases.names():
+            text = os.fspath(releases.path(text))
     temp = None
     try:
         if is_url(text):

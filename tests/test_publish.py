@@ -75,10 +75,13 @@ def site(evil_run, tmp_path_factory) -> Path:
 class _Refs(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.refs, self.scripts = [], []
+        self.refs, self.scripts, self.external = [], [], []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "a" and "external" in (attrs.get("class") or "").split():  # a method card's paper/code link
+            self.external.append((attrs.get("href"), attrs.get("rel") or ""))
+            return
         for name in ("href", "src"):
             if attrs.get(name):
                 self.refs.append(attrs[name])
@@ -108,6 +111,8 @@ def test_site_has_every_page_and_every_link_resolves_offline(site, evil_run):
             if parts.path:
                 assert (page.parent / unquote(parts.path)).resolve().is_file(), f"{page}: {ref} is missing"
         assert all(src and not src.startswith("http") for src in parser.scripts), "inline or remote script"
+        for href, rel in parser.external:  # links a reader follows on purpose; nothing is loaded from outside
+            assert urlsplit(href).scheme == "https" and "noopener" in rel, f"{page}: {href}"
     assert "spearman_reliance" in index and "<svg" in index  # the CIs drawn, not only numbers
 
 
@@ -241,7 +246,7 @@ def test_browser_overview_lists_and_sorts(browser, site, evil_run):
     task.click()
     values = [c.get_attribute("data-sort") for c in browser.find_elements(By.CSS_SELECTOR, "#overview tbody td:nth-child(2)")]
     numbers = [float(v) for v in values if v]
-    assert numbers == sorted(numbers) and names() != ascending[::-1]
+    assert numbers == sorted(numbers, reverse=True) and names() != ascending[::-1]  # higher is better: best first
 
 
 def test_browser_pages_render_without_errors_or_injected_script(browser, site):

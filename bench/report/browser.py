@@ -45,15 +45,35 @@ def start(width: int = 1400, height: int = 1000):
     return webdriver.Chrome(options=options, service=Service(executable_path=found[1]))
 
 
-def screenshot(page: str | Path, out: str | Path, width: int = 1400) -> Path:
-    """A PNG of a page of the site as a browser renders it (full height of the page)."""
+PHONE = (390, 844)  # the CSS viewport of a common phone, for the site's narrow-screen checks
+
+
+def emulate_width(driver, width: int, height: int = 844, mobile: bool = True) -> None:
+    """Make the page's viewport `width` CSS pixels wide (a phone: headless Chromium's window has a
+    minimum width of its own, so the viewport is set through the DevTools protocol)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": int(width), "height": int(height), "deviceScaleFactor": 1, "mobile": mobile})
+
+
+def screenshot(page: str | Path, out: str | Path, width: int = 1400, height: int | None = None,
+               phone: bool = False) -> Path:
+    """A PNG of a page of the site as a browser renders it: the full height of the page, or the
+    first `height` pixels; `phone`: at a phone's width (PHONE) with mobile emulation."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    driver = start(width=width)
+    driver = start(width=max(width, 500))
     try:
+        if phone:
+            width = PHONE[0]
+            emulate_width(driver, width, height or PHONE[1])
         driver.get(Path(page).resolve().as_uri())
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(width, min(max(int(height) + 40, 600), 6000))
+        if height is None:
+            full = int(driver.execute_script("return document.documentElement.scrollHeight"))
+            height = min(max(full + 40, 600), 6000)
+        if phone:
+            emulate_width(driver, width, height)
+        else:
+            driver.set_window_size(width, height)
         tmp = out.with_name(f".{out.name}.tmp.png")
         driver.save_screenshot(str(tmp))
         tmp.replace(out)

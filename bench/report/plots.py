@@ -90,33 +90,45 @@ def scatter_points(per_subject_sets: Sequence[Mapping[str, Any]], spec: ScatterS
     return out
 
 
-def scatter_svg(path: Path, panels: Sequence[tuple[str, list[tuple[list, list]]]], spec: ScatterSpec) -> Path:
-    """One panel per explainer: every subject (or class) as a point, one colour per replicate,
-    with the Spearman rho of the points in the panel's title."""
+def scatter_svg(path: Path, panels: Sequence[tuple[str, list[tuple[list, list]]]], spec: ScatterSpec,
+                kinds: Mapping[str, str] | None = None) -> Path:
+    """One panel per explainer: every subject (or class) as a point, one colour per replicate
+    (the legend, top right, names them), with the Spearman rho of the points in the panel's title;
+    a control's or the oracle's panel says so in its title (`kinds`: explainer -> role, from code).
+    Margins are fixed in inches, wide enough for the wrapped axis labels at any panel count."""
+    import textwrap
+
+    kinds = kinds or {}
     n = max(1, len(panels))
     cols = min(4, n)
     rows = math.ceil(n / cols)
+    left_in, right_in, top_in, bottom_in = 1.2, 0.15, 0.55, 0.62
+    width, height = 2.9 * cols + left_in + right_in, 2.3 * rows + top_in + bottom_in + 0.45 * (rows - 1)
     with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, sharey=True)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
+        handles: dict[str, Any] = {}
         for ax, (label, reps) in zip(axes.flat, panels):
             all_x = [x for xs, _ in reps for x in xs]
             all_y = [y for _, ys in reps for y in ys]
             for r, (xs, ys) in enumerate(reps):
-                ax.scatter(xs, ys, s=14, alpha=0.75, label=f"replicate {r}" if len(reps) > 1 else None)
+                handles.setdefault(f"replicate {r}", ax.scatter(xs, ys, s=14, alpha=0.75, color=f"C{r % 10}"))
             rho = spearman(all_x, all_y) if len(all_x) > 1 else math.nan
-            ax.set_title(f"{_label(label, 24)}  ρ={rho:.2f}" if math.isfinite(rho) else _label(label, 24),
-                         fontsize=9)
-            ax.set_xlabel(_label(spec.score_label, 45), fontsize=8)
+            kind = kinds.get(label, "method")
+            name = _label(label, 22) + (f" ({kind})" if kind in ("control", "oracle") else "")
+            ax.set_title(f"{name}  ρ={rho:.2f}" if math.isfinite(rho) else name, fontsize=9)
+            ax.set_xlabel(textwrap.fill(_label(spec.score_label, 60), 34), fontsize=8)
             ax.grid(color="#eeeeee")
         for ax in axes[:, 0]:
-            ax.set_ylabel(_label(spec.truth_label, 45), fontsize=8)
-        if panels and len(panels[0][1]) > 1:
-            axes.flat[0].legend(fontsize=7, frameon=False)
-        # fixed margins: tight_layout measures every label and costs more than the drawing itself
-        fig.subplots_adjust(left=0.09 if cols > 2 else 0.16, right=0.98, bottom=0.14 / rows ** 0.5,
-                            top=1 - 0.1 / rows ** 0.5, wspace=0.12, hspace=0.45)
+            ax.set_ylabel(textwrap.fill(_label(spec.truth_label, 70), 26), fontsize=8)
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="upper right", bbox_to_anchor=(1 - 0.02 / cols, 1.0),
+                       ncol=min(len(handles), 5), frameon=False, fontsize=7, handletextpad=0.2, columnspacing=0.8,
+                       title="each point: a subject (or class); colour: replicate", title_fontsize=7)
+        # fixed margins in inches: tight_layout measures every label and costs more than the drawing
+        fig.subplots_adjust(left=left_in / width, right=1 - right_in / width, bottom=bottom_in / height,
+                            top=1 - top_in / height, wspace=0.12, hspace=0.45 / 2.3 + 0.2)
         return _save(fig, path)
 
 

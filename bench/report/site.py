@@ -1,9 +1,13 @@
 """The static leaderboard site: an overview, a page per task and per explainer, from result files.
 
-The site opens from disk (file://), offline: pages link only to files inside the site (its own
-CSS and script, SVG and PNG pictures, copies of the result files). Every value from a result file
-reaches a page through `markup.el`, which escapes it. A board whose ground truth differs from the
-first is published under boards/<n>/ and linked from the overview.
+The site opens from disk (file://), offline: pages load only files inside the site (its own CSS
+and scripts, SVG and PNG pictures, copies of the result files, board.json and metrics.csv, the
+task and method docs). The only links that leave it are a method card's paper, code and docs
+links (http(s) only, marked `class="external"`), which a reader follows on purpose. Every value
+from a result file or a card reaches a page through `markup.el`, which escapes it. Method names,
+links and descriptions come from the explainers' cards (fexbench.core.card), roles and metric
+directions from the registered code, never from a result file. A board whose ground truth
+differs from the first is published under boards/<n>/ and linked from the overview.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import hashlib
 import json
 import math
 import re
+import csv
+import io
 import shutil
 import tempfile
 import time
@@ -18,14 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from fexbench.core import registry
 from fexbench.core.cache import atomic_write_json, atomic_write_text
+from fexbench.core.card import MethodCard, card_of, is_link
 from fexbench.analysis.board import BOARD_FILE, board as board_data
 from fexbench.core.metrics import MetricValue
 from fexbench.core.results import SCHEMA_VERSION, JobResult
-from fexbench.analysis.comparisons import TaskRanking, ground_truth_identity, rank_all, role
+from fexbench.core.text import display_text
+from fexbench.analysis.comparisons import NotComparable, TaskRanking, ground_truth_identity, rank_all, role
 from fexbench.analysis.power import design_note
 from fexbench.report import plots
-from fexbench.report.assets import CSS, SORT_JS
+from fexbench.report.assets import CSS, FILTER_JS, SORT_JS
 from fexbench.report.declared import declared
 from fexbench.report.intervals import Interval, intervals_svg
 from fexbench.report.markup import Html, el, join, raw
@@ -38,6 +47,17 @@ CLOUDS_PER_SUBJECT = 2  # targets drawn for each of the most and least biased su
 UNIT_CLOUDS = 3  # "a few units" of tasks whose targets are units
 EVIDENCE_LINES = 3
 BIAS_KEYS = ("reliance", "bg_gap", "flip_rate")  # per-subject ground truth that orders subjects by bias
+CSV_FILE = "metrics.csv"
+FIGURE_KEY = ("Colour and marker (the legend in each picture): a compared method's circle, dark to light blue by the "
+              "best end of its rank interval (white: not ranked); a control's grey square; the oracle's amber "
+              "diamond; the dashed line is chance.")
+SUBMIT_PAGE = "submit.html"
+KIND_LABELS = {"method": "compared method", "control": "control", "oracle": "oracle (ceiling)"}
+# fexbench's own documentation, next to the package in a source checkout (pip install -e .);
+# a wheel has none, and the site then names the docs instead of linking them.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOC_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,60}")
+GUIDES = ("writing-an-explainer", "release", "publishing", "statistics")  # docs the submission page links
 
 
 def slug(name: Any) -> str:
@@ -92,6 +112,111 @@ def _explainer_info(name: str) -> str:
     return declared("fexbench.explainers", name).description
 
 
+def method_card(name: str) -> MethodCard | None:
+    """An explainer's card from its registered class (kind and version the class's own); None
+    when it is not installed here or declares none. Never read from a result file."""
+    try:
+        cls = registry.explainers.get(name)
+    except registry.RegistryError:
+        return None
+    return card_of(cls)
+
+
+def directions(task: str) -> dict[str, bool]:
+    """metric -> higher is better, from the registered task's own metrics ({} when not installed)."""
+    try:
+        return {m.name: bool(m.higher_is_better) for m in registry.tasks.get(task).metrics}
+    except registry.RegistryError:
+        return {}
+
+
+def doc_source(kind: str, name: str) -> Path | None:
+    """fexbench's own doc of a built-in task or explainer (docs/tasks/<name>.md,
+    docs/explainers/<name>.md) or one of the GUIDES (docs/<name>.md), None for anything else: the
+    name must be a built-in's, so a name from a result file never reaches the file system."""
+    if kind == "guide":
+        path = DOCS / f"{name}.md" if name in GUIDES else None
+        return path if path is not None and path.is_file() else None
+    group = {"task": registry.tasks, "explainer": registry.explainers}[kind]
+    if not (isinstance(name, str) and DOC_NAME.fullmatch(name) and name in group.builtin_names()):
+        return None
+    path = DOCS / f"{kind}s" / f"{name}.md"
+    return path if path.is_file() else None
+
+
+def _external(label: Any, url: str) -> Html:
+    """A link that leaves the site (a card's paper, code or docs): http(s) only, else plain text."""
+    if is_link(url):
+        return el("a", label, href=url, class_="external", rel="external noopener noreferrer")
+    return el("span", label, " (", el("code", url), ")") if url else el("span", label)
+
+
+def _inline(line: str) -> Html:
+    """One line of Markdown as escaped text: `code` spans kept as code, [text](link) as its text."""
+    parts, pos = [], 0
+    for m in re.finditer(r"`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)", line):
+        parts.append(line[pos:m.start()])
+        parts.append(el("code", m.group(1)) if m.group(1) is not None else m.group(2))
+        pos = m.end()
+    parts.append(line[pos:])
+    return join(*parts)
+
+
+def _lines(lines: Sequence[str]) -> Html:
+    """Preformatted lines: each escaped (display_text turns a newline into a space), joined by <br>."""
+    return el("pre", *[join(line, el("br") if k < len(lines) - 1 else None) for k, line in enumerate(lines)])
+
+
+def render_markdown(source: str) -> Html:
+    """fexbench's own docs as a page: headings, paragraphs, lists, tables and code blocks. Every
+    character is escaped (no raw HTML passes); links are shown as their text (the docs' relative
+    links would point outside the site)."""
+    out: list[Html] = []
+    lines = source.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                block.append(lines[i])
+                i += 1
+            out.append(_lines(block))
+            i += 1
+            continue
+        if not line.strip():
+            i += 1
+            continue
+        heading = re.match(r"(#{1,6})\s+(.*)", line)
+        if heading:
+            level = min(len(heading.group(1)) + 1, 6)
+            out.append(el(f"h{level}", _inline(heading.group(2))))
+            i += 1
+            continue
+        block = []
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith(("```", "#")):
+            block.append(lines[i])
+            i += 1
+        if block[0].lstrip().startswith("|"):
+            cells = [[c.strip() for c in b.strip().strip("|").split("|")] for b in block
+                     if not re.fullmatch(r"\s*\|?[\s:|-]+\|?\s*", b)]
+            out.append(el("div", el("table", el("thead", el("tr", *[el("th", _inline(c)) for c in cells[0]])),
+                                    el("tbody", *[el("tr", *[el("td", _inline(c)) for c in row]) for row in cells[1:]])),
+                          class_="scroller"))
+        elif re.match(r"\s*([-*]|\d+\.)\s", block[0]):
+            items: list[list[str]] = []
+            for b in block:
+                if re.match(r"\s{0,1}([-*]|\d+\.)\s", b):
+                    items.append([re.sub(r"^\s*([-*]|\d+\.)\s+", "", b)])
+                elif items:
+                    items[-1].append(b.strip())
+            out.append(el("ul", *[el("li", _inline(" ".join(item))) for item in items]))
+        else:
+            out.append(el("p", _inline(" ".join(b.strip() for b in block))))
+    return join(*out)
+
+
 def _excluded(task: str, ranking: TaskRanking) -> str:
     """Why explainers were not ranked, one clause per distinct reason (an old run's files all
     share one), the explainers named before it."""
@@ -114,20 +239,42 @@ def _page(title: str, where: Page, board_title: str, *body: Any) -> str:
               el("meta", name="viewport", content="width=device-width, initial-scale=1"),
               el("title", f"{title} - {board_title}"),
               el("link", rel="stylesheet", href=f"{where.site}assets/site.css"),
-              el("script", src=f"{where.site}assets/sort.js", defer=True))
+              el("script", src=f"{where.site}assets/sort.js", defer=True),
+              el("script", src=f"{where.site}assets/filter.js", defer=True))
     nav = el("header", el("a", el("strong", board_title), href=f"{where.up}index.html"),
-             el("a", "overview", href=f"{where.up}index.html"), class_="site")
+             el("a", "overview", href=f"{where.up}index.html"),
+             el("a", "methods", href=f"{where.up}index.html#methods"),
+             el("a", "downloads", href=f"{where.up}index.html#downloads"),
+             el("a", "submit a method", href=f"{where.site}{SUBMIT_PAGE}"), class_="site")
     foot = el("footer", el("p", f"Generated by fexbench (results schema {SCHEMA_VERSION}) on "
                            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", class_="note"))
     return "<!DOCTYPE html>\n" + el("html", head, el("body", nav, el("main", el("h1", title), *body), foot), lang="en")
 
 
-def _table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], sortable: bool = True, **attrs) -> Html:
+def _table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], sortable: bool = True,
+           row_attrs: Sequence[Mapping[str, Any]] | None = None, **attrs) -> Html:
+    """A table in its own horizontal scroller (the page itself never scrolls sideways), its
+    first column sticky; `row_attrs` (one mapping per row) e.g. data_kind for the filters."""
     head = el("thead", el("tr", *[h if isinstance(h, Html) and h.startswith("<th") else el("th", h)
                                   for h in headers]))
-    return el("table", head, el("tbody", *[el("tr", *[c if isinstance(c, Html) and c.startswith("<td") else
-                                                      el("td", c) for c in row]) for row in rows]),
-              class_="sortable" if sortable else None, **attrs)
+    rows = list(rows)
+    extra = list(row_attrs) if row_attrs is not None else [{}] * len(rows)
+    body = el("tbody", *[el("tr", *[c if isinstance(c, Html) and c.startswith("<td") else el("td", c) for c in row],
+                            **dict(more)) for row, more in zip(rows, extra)])
+    return el("div", el("table", head, body, class_="sortable" if sortable else None, **attrs), class_="scroller")
+
+
+def _filters(table_id: str, kinds: Sequence[str], tasks: Sequence[str] = ()) -> Html:
+    """The filter bar of a table (assets/filter.js): a task select (when given) and one checkbox
+    per kind present. Hidden until the script shows it: without the script it would do nothing."""
+    task = el("label", "task ", el("select", el("option", "all tasks", value=""),
+                                   *[el("option", t, value=t) for t in tasks], data_filter="task")) if tasks else None
+    boxes = el("fieldset", el("legend", "show"),
+               *[el("label", el("input", type="checkbox", value=k, checked=True, data_filter="kind"), " ",
+                    KIND_LABELS.get(k, k) + ("s" if k in ("method", "control") else ""))
+                 for k in ("method", "control", "oracle") if k in kinds])
+    return el("form", task, boxes, el("span", "", class_="filter-count note", aria_live="polite"),
+              class_="filters", data_table=table_id, hidden=True)
 
 
 def _kv(pairs: Iterable[tuple[Any, Any]]) -> Html:
@@ -153,6 +300,9 @@ class BoardSite:
         order = {"oracle": 0, "method": 1, "control": 2}
         self.explainers = sorted(self.roles, key=lambda e: (order[self.roles[e]], e))
         self.oracle = {e: k == "oracle" for e, k in self.roles.items()}
+        self.cards = {e: method_card(e) for e in self.explainers}  # from the code, not the files
+        self.directions = {t: directions(t) for t in self.tasks}
+        self.docs: set[tuple[str, str]] = set()  # (kind, name) of the doc pages these pages link
 
     # --- shared pieces ----------------------------------------------------------------------------
     def _write(self, rel: str, text: str) -> None:
@@ -184,8 +334,33 @@ class BoardSite:
 
     def _name(self, explainer: str, up: str) -> Html:
         kind = self.roles.get(explainer, "method")
-        return join(el("a", explainer, href=up + self.explainer_href(explainer)),
-                    el("span", kind, class_=f"badge {kind}") if kind != "method" else None)
+        card = self.cards.get(explainer)
+        return join(el("a", explainer, href=up + self.explainer_href(explainer),
+                       title=card.display_name if card else None),
+                    el("span", kind, class_=f"badge {kind}", title=KIND_LABELS[kind]) if kind != "method" else None)
+
+    def higher_is_better(self, task: str, metric: str | None) -> bool | None:
+        """A metric's direction from the registered task's code; from the result files only when
+        the task is not installed here (then the page says nothing ranks on it anyway)."""
+        if metric in self.directions.get(task, {}):
+            return self.directions[task][metric]
+        for r in self.results:
+            if r.task == task:
+                for m in r.metrics:
+                    if m.name == metric:
+                        return bool(m.higher_is_better)
+        return None
+
+    def order(self, task: str, metric: str | None) -> str:
+        """The first click's sort order of a metric's column: best first."""
+        return "asc" if self.higher_is_better(task, metric) is False else "desc"
+
+    def doc_href(self, kind: str, name: str, up: str) -> str | None:
+        """The site's page of fexbench's doc of a task or explainer (written by `publish`), or None."""
+        if doc_source(kind, name) is None:
+            return None
+        self.docs.add((kind, name))
+        return f"{up}{self.site_up}docs/{kind}s/{slug(name)}.html"
 
     def intervals(self, task: str, metric: str) -> list[Interval]:
         ranking = self.rankings.get(task)
@@ -196,7 +371,7 @@ class BoardSite:
                 continue
             m = next((m for m in r.metrics if m.name == metric), None)
             if m is not None:
-                rows.append(Interval(explainer, m, _rank(explainer, ranking)))
+                rows.append(Interval(explainer, m, _rank(explainer, ranking), self.roles.get(explainer, "method")))
         return sorted(rows, key=lambda row: (_rank_order(row.label, ranking), row.label))
 
     # --- the result files -------------------------------------------------------------------------
@@ -214,26 +389,32 @@ class BoardSite:
             metric = self.headline(task)
             arrow = self._arrow(task, metric)
             headers.append(el("th", task, el("br"), el("span", f"{metric or 'no metric'} {arrow}", class_="note"),
-                              class_="num", data_task=task))
-        rows = []
+                              class_="num", data_task=task, data_order=self.order(task, metric)))
+        rows, attrs = [], []
         for explainer in self.explainers:
             row: list[Any] = [el("td", self._name(explainer, ""), data_sort=explainer, class_="explainer")]
             for task in self.tasks:
                 row.append(self._overview_cell(task, explainer))
             rows.append(row)
+            attrs.append({"data_kind": self.roles.get(explainer, "method")})
         figures = [el("figure", intervals_svg(self.intervals(t, self.headline(t)), f"{t}: {self.headline(t)}"),
                       el("figcaption", el("a", t, href=self.task_href(t)),
-                         f": {self.headline(t)} per explainer, point estimate and 95% CI; colour is the rank group "
-                         "(grey: not ranked), the dashed line chance."))
+                         f": {self.headline(t)} per explainer, point estimate and 95% CI. {FIGURE_KEY}"),
+                      data_task=t)
                    for t in self.tasks if self.headline(t) and self.intervals(t, self.headline(t))]
         intro = el("p", "Each cell is a task's headline (first) metric: the point estimate, its 95% CI, and a "
                    "compared method's rank interval among the compared methods: [1 + methods significantly better, "
                    "M - methods significantly worse] (paired tests over the same units and replicates, Holm within "
                    "the compared methods). A wide interval means the data cannot place the method more precisely, "
                    "not a shared first place; 'beats' names the controls it significantly beats. Controls and the "
-                   "oracle (the ceiling) are marked and get no rank. "
-                   "Click a column header to sort. Each task's page has every metric, their definitions, and the "
-                   "scatter behind the ranking; each explainer's page its words and its cost.", class_="note")
+                   "oracle (the ceiling) are marked ", el("span", "control", class_="badge control"), " ",
+                   el("span", "oracle", class_="badge oracle"), " and get no rank. "
+                   "Click a column header to sort, best first; filter by task and kind above the table. Each "
+                   "task's page has every metric, their definitions, and the scatter behind the ranking; each "
+                   "explainer's page its card, its words and its cost. ",
+                   join("The statistics behind the intervals: ", el("a", "docs/statistics.md",
+                                                                      href=f"{self.site_up}docs/guides/statistics.html"),
+                        ".") if doc_source("guide", "statistics") else None, class_="note")
         excluded = [el("li", el("a", t, href=self.task_href(t)), ": not ranked: ", _excluded(t, self.rankings[t]))
                     for t in self.tasks if t in self.rankings and self.rankings[t].excluded]
         runs = el("p", "Runs on this board: ", join(*[join(el("code", str(r)), " ") for r in self.board.runs]),
@@ -245,35 +426,83 @@ class BoardSite:
                   ] if self.links else []
         notes = [el("details", el("summary", f"{len(self.notes)} note(s) on the input"),
                     el("ul", *[el("li", n) for n in self.notes]))] if self.notes else []
+        kinds = sorted(set(self.roles.values()))
         body = [intro, runs,
-                _table(headers, rows, id="overview"),
+                _filters("overview", kinds, self.tasks),
+                _table(headers, rows, row_attrs=attrs, id="overview"),
                 el("section", el("h2", "Confidence intervals"), *figures),
                 el("section", el("h2", "Not ranked"), el("ul", *excluded)) if excluded else None,
+                self._methods(),
+                self._downloads(),
                 *others, *notes]
         self._write("index.html", _page("Overview", where, self.title, *body))
 
+    def _methods(self) -> Html:
+        """The explainers' cards, one row each: what the board compares, from the code."""
+        headers = [el("th", "explainer"), el("th", "name"), el("th", "kind"), el("th", "paper"), el("th", "code"),
+                   el("th", "authors"), el("th", "version", class_="num"), el("th", "docs")]
+        rows, attrs = [], []
+        for explainer in self.explainers:
+            card = self.cards.get(explainer)
+            kind = self.roles.get(explainer, "method")
+            docs = self.doc_href("explainer", explainer, "")
+            doc_links = [el("a", "fexbench docs", href=docs) if docs else None,
+                         _external("docs", card.docs_url) if card and card.docs_url else None]
+            if card is None:
+                rows.append([el("td", self._name(explainer, ""), data_sort=explainer),
+                             el("td", "no card (not installed where the site was built, or declares none)",
+                                class_="note"), el("td", KIND_LABELS[kind]), "", "", "", "",
+                             el("td", *[join(d, " ") for d in doc_links if d])])
+            else:
+                paper = card.paper
+                rows.append([el("td", self._name(explainer, ""), data_sort=explainer), card.display_name,
+                             el("td", KIND_LABELS[kind]),
+                             el("td", _external(paper.title, paper.url), el("br"),
+                                el("span", f"{paper.venue}", class_="note")) if paper else
+                             el("td", "none: " + ("a control" if kind == "control" else "the ceiling" if kind ==
+                                                  "oracle" else "no paper"), class_="note"),
+                             el("td", _external("code", card.code_url)) if card.code_url else el("td", "-"),
+                             ", ".join(card.authors) if card.authors else "-",
+                             el("td", str(card.version) if card.version is not None else "", class_="num"),
+                             el("td", *[join(d, " ") for d in doc_links if d])])
+            attrs.append({"data_kind": kind})
+        return el("section", el("h2", "Methods", id="methods"),
+                  el("p", "From each explainer's method card (its class's `card`, fexbench.core.card); the kind and "
+                     "version are the class's own. Links leave the site.", class_="note"),
+                  _table(headers, rows, row_attrs=attrs, id="methods-table"))
+
+    def _downloads(self) -> Html:
+        return el("section", el("h2", "Downloads", id="downloads"),
+                  el("ul", el("li", el("a", BOARD_FILE, href=BOARD_FILE, download=True, class_="download"),
+                              ": every task's conclusions on its headline metric (values, intervals, roles, rank "
+                              "intervals, controls beaten, the oracle's gaps), as data"),
+                     el("li", el("a", CSV_FILE, href=CSV_FILE, download=True, class_="download"),
+                        ": every metric of every result, one row per task, explainer and metric, with its 95% CI, "
+                        "direction, chance, status and result file"),
+                     el("li", "each result file (JSON), linked from its cell, under ", el("code", "results/"))),
+                  el("p", "To add a method to this board, see ", el("a", "submitting a method",
+                                                                    href=f"{self.site_up}{SUBMIT_PAGE}"), ".",
+                     class_="note"))
+
     def _arrow(self, task: str, metric: str | None) -> str:
-        for r in self.results:
-            if r.task == task:
-                for m in r.metrics:
-                    if m.name == metric:
-                        return "↑ higher is better" if m.higher_is_better else "↓ lower is better"
-        return ""
+        higher = self.higher_is_better(task, metric)
+        return "" if higher is None else "↑ higher is better" if higher else "↓ lower is better"
 
     def _overview_cell(self, task: str, explainer: str) -> Html:
         r = self.result(task, explainer)
         if r is None:
-            return el("td", "", data_sort="")
+            return el("td", "", data_sort="", data_task=task, data_empty=True)
         metric = self.headline(task)
         m = next((m for m in r.metrics if m.name == metric), None) if r.status == "ok" else None
         json_link = el("a", "json", href=self.json_href(task, explainer), class_="note",
                        title=f"job {r.job_key}, {r.created}")
         if m is None:
-            return el("td", el("span", r.status, class_=f"status-{r.status}"), " ", json_link, data_sort="")
+            return el("td", el("span", r.status, class_=f"status-{r.status}"), " ", json_link, data_sort="",
+                      data_task=task)
         rank = _rank(explainer, self.rankings.get(task))
         return el("td", el("a", _num(m.value), href=self.task_href(task)), " ", el("span", _ci(m), class_="ci"),
                   el("span", rank, class_="rank", title="rank group"), " ", json_link,
-                  data_sort=repr(m.value) if math.isfinite(m.value) else "", class_="num")
+                  data_sort=repr(m.value) if math.isfinite(m.value) else "", class_="num", data_task=task)
 
     # --- a task's page ----------------------------------------------------------------------------
     def task_page(self, task: str) -> None:
@@ -285,24 +514,27 @@ class BoardSite:
         for r in rows_results:
             for m in r.metrics:
                 metrics.setdefault(m.name, m)
-        headers: list[Any] = [el("th", "rank"), el("th", "explainer")]
-        for name, m in metrics.items():
-            headers.append(el("th", name, " ", "↑" if m.higher_is_better else "↓", " ",
+        higher = {name: self.higher_is_better(task, name) for name in metrics}
+        headers: list[Any] = [el("th", "explainer"), el("th", "rank")]
+        for name in metrics:
+            headers.append(el("th", name, " ", "↓" if higher[name] is False else "↑", " ",
                               el("a", "def", href=f"#metric-{slug(name)}", class_="note",
-                                 title="definition of this metric"), class_="num"))
-        headers += [el("th", "replicates", class_="num"), el("th", "seeds", class_="num"),
+                                 title="definition of this metric"), class_="num", data_order=self.order(task, name)))
+        headers += [el("th", "replicates", class_="num", data_order="desc"),
+                    el("th", "seeds", class_="num", data_order="desc"),
                     el("th", "fit + explain s", class_="num"), el("th", "peak MB", class_="num"),
                     el("th", "status"), el("th", "provenance")]
 
         def rank_key(r):
             return (r.status != "ok", _rank_order(r.explainer, ranking), r.explainer)
 
-        rows = []
+        rows, attrs = [], []
         for r in sorted(rows_results, key=rank_key):
             rank = _rank(r.explainer, ranking)
             values = {m.name: m for m in r.metrics}
-            row: list[Any] = [el("td", rank, data_sort=_rank_sort(r.explainer, ranking)),
-                              el("td", self._name(r.explainer, "../"), data_sort=r.explainer)]
+            attrs.append({"data_kind": self.roles.get(r.explainer, "method")})
+            row: list[Any] = [el("td", self._name(r.explainer, "../"), data_sort=r.explainer, class_="explainer"),
+                              el("td", rank, data_sort=_rank_sort(r.explainer, ranking))]
             for name in metrics:
                 m = values.get(name)
                 row.append(el("td", _num(m.value), " ", el("span", _ci(m), class_="ci"), class_="num",
@@ -318,8 +550,8 @@ class BoardSite:
             rows.append(row)
         figures = [el("figure", intervals_svg(drawn, f"{name}"),
                       el("figcaption", el("a", f"{name}", href=f"#metric-{slug(name)}"),
-                         ": point estimate and 95% CI per explainer; colour is the rank group on the headline metric "
-                         "(grey: not ranked), the dashed line chance."))
+                         ": point estimate and 95% CI per explainer; the rank colours are the headline metric's. ",
+                         FIGURE_KEY))
                    for name in metrics if (drawn := self.intervals(task, name))]
         scatter = self._scatter(task, rows_results)
         excluded = ranking.excluded if ranking else {}
@@ -330,23 +562,35 @@ class BoardSite:
                 el("dt", name, id=f"metric-{slug(name)}"),
                 el("dd", el("p", d or
                             "(no description: this task is not installed where the site was built)"),
-                   _kv([("direction", "higher is better" if m.higher_is_better else "lower is better"),
+                   _kv([("direction", "lower is better" if higher[name] is False else "higher is better"),
                         ("range", f"[{_num(m.value_range[0], 2)}, {_num(m.value_range[1], 2)}]"),
                         ("chance", _num(m.chance) if m.chance is not None else "not defined"),
                         ("category", m.category),
                         ("headline", "yes: the overview and the rank groups use it"
                          if name == self.headline(task) else "no")]))))
+        doc = self.doc_href("task", task, "../")
         body = [el("p", description or "", class_="note") if description else None,
                 el("p", "Rank groups are on the headline metric ", el("code", self.headline(task) or "-"),
                    ". Full definitions: the ", el("a", "definitions section", href="#definitions"),
-                   " below, and docs/tasks/", task, ".md in the fexbench repository.", class_="note"),
-                _table(headers, rows, id="task-table"),
+                   " below, and ", el("a", f"the task's documentation", href=doc) if doc else
+                   join("docs/tasks/", task, ".md in the fexbench repository"), ". Click a column to sort it, "
+                   "best first.", class_="note"),
+                _filters("task-table", sorted({a["data_kind"] for a in attrs})),
+                _table(headers, rows, row_attrs=attrs, id="task-table"),
                 el("p", "Not ranked: ", _excluded(task, ranking), class_="note") if excluded else None,
-                el("p", note, class_="note") if (note := design_note(rows_results)) else None,
+                el("p", note, class_="note") if (note := self._design_note(rows_results)) else None,
                 el("section", el("h2", "Confidence intervals"), *figures),
                 el("section", el("h2", "Why the ranking: explanation against measured ground truth"), *scatter),
                 el("section", el("h2", "Definitions", id="definitions"), el("dl", *definitions, class_="defs"))]
         self._write(self.task_href(task), _page(task, where, self.title, *body))
+
+    @staticmethod
+    def _design_note(results: Sequence[JobResult]) -> str | None:
+        """What the design resolves; nothing for a task not installed here (its direction is unknown)."""
+        try:
+            return design_note(results)
+        except NotComparable:
+            return None
 
     def _scatter(self, task: str, results: Sequence[JobResult]) -> list[Html]:
         spec = plots.SCATTERS.get(task)
@@ -364,13 +608,15 @@ class BoardSite:
                 panels.append((r.explainer, points))
         if not panels:
             return [el("p", f"The results hold no per-subject {spec.score} and {spec.truth} to draw.", class_="note")]
-        self.written.append(plots.scatter_svg(self.out / f"img/scatter-{slug(task)}.svg", panels, spec))
+        self.written.append(plots.scatter_svg(self.out / f"img/scatter-{slug(task)}.svg", panels, spec,
+                                              kinds=self.roles))
         return [el("figure", el("img", src=f"../img/scatter-{slug(task)}.svg",
                                 alt=f"{spec.score} against {spec.truth} per explainer"),
                    el("figcaption", "One panel per explainer: each point a subject (or a class of a subject), its "
                       "explanation's ", el("code", spec.score), " against the measured ", el("code", spec.truth),
-                      "; one colour per replicate; ρ is the Spearman correlation of the points. A method ranks high "
-                      "when its points rise together."))]
+                      "; one colour per replicate (the legend); ρ is the Spearman correlation of the points. A "
+                      "method ranks high when its points rise together; a control's and the oracle's panels are "
+                      "marked in their titles."))]
 
     def _provenance(self, r: JobResult, up: str) -> Html:
         entry = self.entries[(r.task, r.explainer)]
@@ -387,7 +633,7 @@ class BoardSite:
         config = json.dumps(r.config, indent=1, sort_keys=True, default=str)
         return el("details", el("summary", "provenance"),
                   el("p", el("a", "result file (JSON)", href=up + self.json_href(r.task, r.explainer))),
-                  _kv(pairs), el("p", "config:"), el("pre", config[:4000]))
+                  _kv(pairs), el("p", "config:"), _lines(config[:4000].splitlines()))
 
     # --- an explainer's page ----------------------------------------------------------------------
     def explainer_page(self, explainer: str) -> None:
@@ -412,8 +658,7 @@ class BoardSite:
         errors = [el("div", el("h3", f"{r.task}: {r.status}"), el("pre", (r.error or "")[:4000]))
                   for r in results if r.status != "ok"]
         sections = [self._clouds(explainer, r) for r in results if r.status == "ok"]
-        description = _explainer_info(explainer)
-        body = [el("p", description, class_="note") if description else None,
+        body = [self._card(explainer),
                 el("p", "An oracle reads the ground truth: it marks the ceiling, it is not a method.", class_="note")
                 if self.oracle.get(explainer) else None,
                 el("h2", "Results and cost"), _table(headers, rows, id="explainer-table"),
@@ -424,6 +669,43 @@ class BoardSite:
                    class_="note"),
                 *sections]
         self._write(self.explainer_href(explainer), _page(explainer, where, self.title, *body))
+
+    def _card(self, explainer: str) -> Html:
+        """The explainer's method card (from its class), or what is known without one."""
+        kind = self.roles.get(explainer, "method")
+        card = self.cards.get(explainer)
+        docs = self.doc_href("explainer", explainer, "../")
+        badge = el("span", KIND_LABELS[kind], class_=f"badge {kind}")
+        if card is None:
+            description = _explainer_info(explainer)
+            return el("section", el("p", badge, " ", el("span", "No method card: the explainer is not installed where "
+                                                                "this site was built, or it declares none.",
+                                                        class_="note")),
+                      el("p", description, class_="note") if description else None,
+                      el("p", el("a", "fexbench's documentation of it", href=docs)) if docs else None,
+                      class_="card")
+        pairs: list[tuple[Any, Any]] = [("kind", badge)]
+        if card.paper is not None:
+            p = card.paper
+            pairs.append(("paper", join(_external(p.title, p.url), f" ({p.venue}, {p.year})")))
+        elif kind == "method":
+            pairs.append(("paper", "none declared"))
+        if card.authors:
+            pairs.append(("authors", ", ".join(card.authors)))
+        if card.code_url:
+            pairs.append(("code", _external(card.code_url, card.code_url)))
+        elif kind == "method":
+            pairs.append(("code", "none released"))
+        pairs.append(("version", join(str(card.version), el("span", " (the behaviour version in every job key)",
+                                                             class_="note"))))
+        if card.note:
+            pairs.append(("note", card.note))
+        links = [el("a", "fexbench's documentation", href=docs) if docs else None,
+                 _external("the authors' documentation", card.docs_url) if card.docs_url else None]
+        if any(links):
+            pairs.append(("docs", join(*[join(link, " ") for link in links if link])))
+        return el("section", el("h2", card.display_name), el("p", card.description),
+                  el("dl", *[join(el("dt", k), el("dd", v)) for k, v in pairs], class_="card"), class_="card")
 
     def _clouds(self, explainer: str, r: JobResult) -> Html:
         chosen, note = choose_explanations(r)
@@ -447,6 +729,36 @@ class BoardSite:
         return el("section", el("h3", el("a", r.task, href="../" + self.task_href(r.task))),
                   el("p", note, class_="note") if note else None, el("div", *figures, class_="clouds"))
 
+    # --- every metric as CSV ------------------------------------------------------------------------
+    def metrics_csv(self) -> str:
+        """One row per (task, explainer, metric) with its value and 95% CI; a result without metrics
+        (an error, a skip) is one row with its status. Kind and direction from the code."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for task in self.tasks:
+            ranking = self.rankings.get(task)
+            for explainer in self.explainers:
+                r = self.result(task, explainer)
+                if r is None:
+                    continue
+                common = [_csv_text(task), _csv_text(explainer), self.roles.get(explainer, "method")]
+                tail = [_csv_text(r.status), str(max(1, len(r.replicates))), self.json_href(task, explainer)]
+                if r.status != "ok" or not r.metrics:
+                    writer.writerow(common + [""] * 10 + tail)
+                    continue
+                for m in r.metrics:
+                    higher = self.higher_is_better(task, m.name)
+                    headline = m.name == self.headline(task)
+                    rank = (_csv_text(ranking.rank_label(explainer)) if headline and ranking is not None
+                            and explainer in ranking.rank_intervals else "")
+                    writer.writerow(common + [_csv_text(m.name), "yes" if headline else "no",
+                                              "" if higher is None else "yes" if higher else "no",
+                                              _csv_num(m.value), _csv_num(m.ci_low), _csv_num(m.ci_high),
+                                              _csv_num(m.chance), _csv_num(m.value_range[0]),
+                                              _csv_num(m.value_range[1]), rank] + tail)
+        return out.getvalue()
+
     def build(self) -> list[Path]:
         self.copy_results()
         for task in self.tasks:
@@ -454,7 +766,23 @@ class BoardSite:
         for explainer in self.explainers:
             self.explainer_page(explainer)
         self.overview()
+        self._write(CSV_FILE, self.metrics_csv())
         return self.written
+
+
+CSV_COLUMNS = ("task", "explainer", "kind", "metric", "headline", "higher_is_better", "value", "ci_low", "ci_high",
+               "chance", "range_low", "range_high", "rank_interval", "status", "replicates", "result_file")
+
+
+def _csv_text(value: Any) -> str:
+    """A name from a result file as a CSV cell: hidden characters removed, and a leading = + - @
+    (which a spreadsheet would run as a formula) neutralised with a quote."""
+    text = display_text(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def _csv_num(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, (int, float)) and math.isfinite(value) else ""
 
 
 def _bias(r: JobResult, subject: str) -> float | None:
@@ -543,7 +871,10 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
         atomic_write_text(staging / MARKER, "a site written by `fexbench publish`; it may be replaced\n")
         atomic_write_text(staging / "assets/site.css", CSS.lstrip())
         atomic_write_text(staging / "assets/sort.js", SORT_JS.lstrip())
-        count = 3
+        atomic_write_text(staging / "assets/filter.js", FILTER_JS.lstrip())
+        count = 4
+        docs: set[tuple[str, str]] = set()
+        first: BoardSite | None = None
         names = [f"board {i + 1}: " + ", ".join(map(str, b.runs)) for i, b in enumerate(boards)]
         for i, board in enumerate(boards):
             if i == 0:
@@ -558,6 +889,16 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
             count += len(site.build())
             atomic_write_json(folder / BOARD_FILE, board_data(site.results, site.rankings))
             count += 1
+            docs |= site.docs
+            first = first or site
+        docs |= {("guide", g) for g in GUIDES}
+        for kind, name in sorted(docs):
+            source = doc_source(kind, name)
+            if source is not None:
+                atomic_write_text(staging / "docs" / f"{kind}s" / f"{slug(name)}.html", _doc_page(kind, name, source, title))
+                count += 1
+        atomic_write_text(staging / SUBMIT_PAGE, submission_page(title, first))
+        count += 1
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
@@ -569,6 +910,96 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Published(out, len(boards), count, warnings)
+
+
+def _doc_page(kind: str, name: str, source: Path, title: str) -> str:
+    where = Page("../../", "../../")
+    text = source.read_text(encoding="utf-8", errors="replace")
+    rel = f"docs/{name}.md" if kind == "guide" else f"docs/{kind}s/{name}.md"
+    return _page(f"{name}: documentation" if kind == "guide" else f"{kind} {name}: documentation", where, title,
+                 el("p", "fexbench's documentation (", el("code", rel), "), copied into the site when it was built; "
+                    "its links to other documents are shown as text.", class_="note"),
+                 el("div", render_markdown(text), class_="doc"))
+
+
+def _release_ids(site: "BoardSite | None") -> list[str]:
+    """The release digests the board's results were run on (config.release.digest), if any."""
+    found = set()
+    for r in site.results if site is not None else ():
+        release = r.config.get("release") if isinstance(r.config, Mapping) else None
+        digest = release.get("digest") if isinstance(release, Mapping) else None
+        if isinstance(digest, str) and digest:
+            found.add(digest)
+    return sorted(found)
+
+
+def _guide(name: str) -> Html:
+    """A link to one of fexbench's GUIDES copied into the site (from the site's root), or its name."""
+    rel = f"docs/{name}.md"
+    return el("a", rel, href=f"docs/guides/{name}.html") if doc_source("guide", name) else el("code", rel)
+
+
+def submission_page(title: str, site: "BoardSite | None") -> str:
+    """What an outside group sends, how it is verified, and how it appears."""
+    where = Page("", "")
+    releases = _release_ids(site)
+    release_note = (el("p", "This board's results were run on the release ",
+                       join(*[join(el("code", d), " ") for d in releases]),
+                       "(the sha256 of its manifest). Run on the same release, or ask the maintainer which one to use.")
+                    if releases else
+                    el("p", "This board's results record no release: ask the maintainer for the release (its URL and "
+                       "the sha256 of its manifest) that submissions must run on.", class_="note"))
+    steps = el("ol",
+               el("li", "Write the explainer as a subclass of ", el("code", "fexbench.Explainer"), " with its method "
+                  "card (", el("code", "card = MethodCard(...)"), ": display name, a paragraph, paper, code link, "
+                  "authors), package it so that it registers under the ", el("code", "fexbench.explainers"),
+                  " entry point, and check it: ", el("code", "fexbench check-explainer your_pkg.module:YourExplainer"),
+                  " passes every check and prints no card warning (", _guide("writing-an-explainer"), ")."),
+               el("li", "Run it on the board's release, so that your subjects, data and ground truth are the board's "
+                  "(checked by hash): ", el("code", "fexbench run --release RELEASE --explainers your-explainer"),
+                  " (", _guide("release"), "). Do not edit the files it writes; ",
+                  el("code", "fexbench validate RUN_DIR"), " must pass."))
+    send = el("ul",
+              el("li", el("strong", "The release id"), ": the sha256 of the release manifest you ran on (every result "
+                 "file records it in ", el("code", "config.release.digest"), ")."),
+              el("li", el("strong", "The results folder"), " as ", el("code", "fexbench run"), " wrote it: one ",
+                 el("code", "<task>/<explainer>.json"), " per task, with ", el("code", "run-config.json"), ", ",
+                 el("code", "summary.md"), " and ", el("code", "environment.json"), "."),
+              el("li", el("strong", "The code"), ": a pip-installable package, or a public repository at a pinned "
+                 "commit, that registers the explainer and declares its method card; the version in the card is "
+                 "the one in the results' job keys."),
+              el("li", el("strong", "The lock file"), ": ", el("code", "environment.lock"), " from the results "
+                 "folder (every installed package, pinned), so that the maintainer re-runs in the same "
+                 "environment."))
+    verify = el("ul",
+                el("li", "Nothing that ranks comes from your files: metric directions, ranges, headline metrics and "
+                   "each explainer's role (method, control, oracle) come from the registered task and explainer "
+                   "code; a result scored against other ground truth (task version, data or weights hashes) does "
+                   "not merge into the board."),
+                el("li", "The maintainer installs your code in the locked environment and re-runs the method on the "
+                   "board's release with a private seed you never saw, the held-out test of this benchmark: ",
+                   el("code", "fexbench verify SUBMISSION --explainer PACKAGE_OR_MODULE --secret-seed-file F"),
+                   ". It compares the private-seed scores with your public-seed scores (paired where it can, "
+                   "otherwise within their intervals) and gives a verdict (", _guide("publishing"), ")."),
+                el("li", "A submission that passes is merged with ", el("code", "fexbench publish BOARD SUBMISSION"),
+                   " and its rows are marked verified; one that fails is not published, and you are told which "
+                   "task and metric disagreed."))
+    appears = el("ul",
+                 el("li", "A row on the overview (its headline value, 95% CI and rank interval among the compared "
+                    "methods, and the controls it significantly beats), a row on each task's page with every metric, "
+                    "and a page of its own with its method card (paper, code, authors, version), word clouds of its "
+                    "explanations and its cost."),
+                 el("li", "A verified mark on the rows the private-seed check confirmed."),
+                 el("li", "Its result files, byte for byte, in the site's ", el("code", "results/"), " folder and in ",
+                    el("code", CSV_FILE), " and ", el("code", BOARD_FILE), "."))
+    return _page("Submitting a method", where, title,
+                 el("p", "This board takes methods from other groups. A row goes up after the maintainer has re-run "
+                    "the method on a private seed; the numbers it shows are computed by fexbench from the results, "
+                    "with the roles and directions of the registered code.", class_="note"),
+                 el("h2", "Before you send it", id="prepare"), steps, release_note,
+                 el("h2", "What to send", id="send"), send,
+                 el("h2", "How it is verified", id="verify"), verify,
+                 el("h2", "How it appears", id="appears"), appears)
 
 
 def _differs(a: Board, b: Board) -> str:

@@ -130,7 +130,7 @@ def tiny_world(cache_dir: str | Path | None = None, seed: int = 0) -> TinyWorld:
 
 
 class _threads:
-    """One torch thread while the tiny subject trains (tiny matrices; see resources.captioner.torch_threads)."""
+    """One torch thread while the tiny subject trains (tiny matrices; see fexbench.core.threads.limited)."""
 
     def __init__(self, n: int):
         self.n = n

@@ -20,7 +20,7 @@ import pytest
 
 from fexbench import cli
 from fexbench.core.cache import file_sha256
-from fexbench.resources.captioner import torch_threads
+from fexbench.core.threads import limited as torch_threads
 from fexbench.data.concepts import content_words
 from fexbench.core.results import read_result
 from conftest import write_waterbirds_fixture

@@ -51,7 +51,7 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
     (root / "tiny.toml").write_text(TINY)
     rc = cli.main(["run", "--config", str(root / "tiny.toml"), "--cache-dir", str(root / "cache"),
-                   "--out", str(root / "out"), "--quiet", "--no-prefetch"])
+                   "--out", str(root / "out"), "--quiet", "--executor", "local"])
     assert rc == 0
     rel = release.create(root / "out", root / "rel", archive=True)
     return root, rel
@@ -100,7 +100,7 @@ def test_a_run_on_the_release_in_a_fresh_cache_trains_nothing_and_gives_the_same
         raise AssertionError("a run on a release trained a subject")
     monkeypatch.setattr(subjects, "train_cnn", no_training)
     rc = cli.main(["run", "--release", str(rel), "--explainers", EXPLAINERS, "--cache-dir", str(tmp_path / "cache"),
-                   "--out", str(tmp_path / "out"), "--quiet", "--no-prefetch"])
+                   "--out", str(tmp_path / "out"), "--quiet", "--executor", "local"])
     assert rc == 0, capsys.readouterr().err
     assert _metrics(tmp_path / "out") == _metrics(root / "out")
     digest = json.loads((tmp_path / "out" / "waterbirds-spurious" / "oracle.json").read_text())["config"]["release"]
@@ -114,7 +114,7 @@ def test_a_subject_missing_from_the_release_is_an_error_naming_it(made, tmp_path
     broken = _copy(rel, tmp_path / "rel")
     _rewrite(broken, lambda m: m.update(artefacts=[a for a in m["artefacts"] if a["name"] != "cnn-rho0.95-s0"]))
     rc = cli.main(["run", "--release", str(broken), "--explainers", "oracle", "--cache-dir", str(tmp_path / "cache"),
-                   "--out", str(tmp_path / "out"), "--quiet", "--no-prefetch"])
+                   "--out", str(tmp_path / "out"), "--quiet", "--executor", "local"])
     err = capsys.readouterr().err
     assert rc != 0 and "cnn-rho0.95-s0" in err and "training is forbidden" in err
     assert not list((tmp_path / "cache" / "subjects").glob("*/model.safetensors")) or \
@@ -271,7 +271,7 @@ def test_train_false_forbids_training_naming_the_subject(tmp_path, capsys):
     text = TINY.replace("replicates = 1", "replicates = 1\ntrain = false")
     (tmp_path / "tiny.toml").write_text(text)
     rc = cli.main(["run", "--config", str(tmp_path / "tiny.toml"), "--explainers", "oracle", "--cache-dir",
-                   str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--quiet", "--no-prefetch"])
+                   str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--quiet", "--executor", "local"])
     err = capsys.readouterr().err
     assert rc != 0 and "cnn-rho0.5-s0" in err and "train = false" in err
 

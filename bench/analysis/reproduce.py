@@ -32,7 +32,7 @@ def _differs(a: float, b: float, tolerance: float) -> bool:
 def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str | Path | None = None,
               tolerance: float = 1e-6, log: Any = print) -> tuple[bool, str]:
     from fexbench.harness.config import validate
-    from fexbench.harness.executors import LocalExecutor
+    from fexbench.harness.executors import apply_threads, make_executor
     from fexbench.harness.driver import run
 
     folder = Path(folder)
@@ -49,6 +49,7 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
     if cache_dir is not None:
         run_section["cache_dir"] = str(cache_dir)
     run_section["resume"] = False
+    run_section.pop("prefetch", None)  # an execution setting of older runs (now [run] executor): no number depends on it
     config = validate({**{k: v for k, v in record.items() if k in ("tasks", "explainers", "resources")},
                        "run": {k: v for k, v in run_section.items() if v is not None}}, f"{folder}/run-config.json")
     lines = []
@@ -58,16 +59,14 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
         lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
     else:
         lines.append("environment: identical to the folder's lock file")
-    from fexbench.harness.prefetch import apply_threads
-
-    env, _, _ = apply_threads(config.environment(), config.run.prefetch, "[run] threads")
+    env, _ = apply_threads(config.environment(), "[run] threads")
     if not config.run.progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # shard save/load bars of the captioner, as in `fexbench run --quiet`
     fresh = run(config.task_names(), config.explainer_names(), env,
                 task_configs=config.task_configs(), explainer_configs=config.explainer_configs(), resume=False,
-                log=log, executor=LocalExecutor(prefetch=config.run.prefetch))
+                log=log, executor=make_executor(config.run.executor))
     old = {(r.task, r.explainer): r for r in published}
     rows, ok = [], True
     for r in sorted(fresh, key=lambda r: (r.task, r.explainer)):

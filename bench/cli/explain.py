@@ -9,7 +9,7 @@ from tabulate import tabulate
 from fexbench.cli.common import examples
 from fexbench.core import registry
 from fexbench.core.registry import RegistryError
-from fexbench.harness.prefetch import apply_threads
+from fexbench.harness.executors import apply_threads
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     task = registry.tasks.get(args.task)(**config.task_configs().get(args.task, {}))
     explainer_cls = registry.explainers.get(args.explainer)
     env = config.environment()
-    env, _, _ = apply_threads(env, False, "--threads" if args.threads else "[run] threads")
+    env, _ = apply_threads(env, "--threads" if args.threads else "[run] threads")
     prepared = task.prepare(env)
     cases = {c.subject.name: c for c in prepared.cases}
     if args.subject not in cases:

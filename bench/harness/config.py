@@ -77,7 +77,8 @@ class RunSection(BaseModel):
     explainers: tuple[str, ...] | None = None  # None: the built-in explainers (a plugin runs when named, or "all")
     resume: bool = True
     progress: bool = True
-    prefetch: bool = True  # a helper process prepares later tasks meanwhile (fexbench.harness.prefetch); same results
+    # how the job graph runs (fexbench.harness.executors): worker processes, in this process, or on Ray
+    executor: Literal["process", "local", "ray"] = "process"
     # independent replicates of every task (own world data, zoo, explainer seeds); see docs/statistics.md
     replicates: int = Field(3, ge=1, le=100)  # 3: the fewest that give a t interval over replicates (docs/statistics.md)
     # per-task replicates where a design gives a task its own number (e.g. the full preset's, chosen by

@@ -1,6 +1,7 @@
 """The run's driver: a run's job graph (fexbench.harness.graph) handed to an executor
 (fexbench.harness.executors), and where its time went written beside the results. The unit of
-work, one (task, explainer) job, is fexbench.harness.runner.run_job: every executor runs that."""
+work is the executors' own (fexbench.harness.executors.execute_job around
+fexbench.harness.runner.run_job): every executor runs that."""
 from __future__ import annotations
 
 import json
@@ -12,22 +13,24 @@ from typing import Any, Callable, Mapping, Sequence
 from fexbench.core.cache import atomic_write_json
 from fexbench.core.contract import Environment
 from fexbench.core.results import JobResult
-from fexbench.harness.executors import LocalExecutor
+from fexbench.harness.executors import Executor, LocalExecutor
 from fexbench.harness.graph import build_graph
 
 
 def run(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
         task_configs: Mapping[str, Mapping[str, Any]] | None = None,
         explainer_configs: Mapping[str, Mapping[str, Any]] | None = None,
-        resume: bool = True, log: Callable[[str], None] = print, executor: Any = None) -> list[JobResult]:
+        resume: bool = True, log: Callable[[str], None] = print, executor: Executor | None = None) -> list[JobResult]:
     """Prepare each task once, then run every explainer on it: the run's job graph
-    (fexbench.harness.graph) handed to an executor (fexbench.harness.executors; default: in
-    order, in this process; a RayExecutor spreads it over a cluster)."""
+    (fexbench.harness.graph) handed to an executor (fexbench.harness.executors; default: the
+    local one, in order in this process; `fexbench run` uses [run] executor, worker processes by
+    default)."""
     graph = build_graph(task_names, explainer_names, env, task_configs, explainer_configs)
     started = time.perf_counter()
-    results, timing = (executor or LocalExecutor()).execute(graph, env, resume, log)
+    output = (executor or LocalExecutor()).execute(graph, env, resume, log)
+    results = output.results
     computed = sum(1 for r in results if not r.resumed)
-    timing = {**timing, "last_run": {"wall_s": time.perf_counter() - started, "jobs_computed": computed,
+    timing = {**output.timing, "last_run": {"wall_s": time.perf_counter() - started, "jobs_computed": computed,
                                      "jobs_resumed": len(results) - computed,
                                      "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                      else os.cpu_count()}}

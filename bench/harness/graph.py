@@ -4,16 +4,12 @@
 (a CLIP model, a captioner, a caption bank) that explainers declare through `resource_names()`,
 the preparation of each task replicate (data, the subject zoo, activations, measured ground
 truth: one `Task.prepare`), and one explain+score job per (task, explainer) over every replicate
-(what `fexbench.harness.runner.run_job` computes). Writing the run down as a graph lets one
-executor walk it in order in this process (fexbench.harness.executors.LocalExecutor, exactly the
-sequential run) and another spread it over a cluster (RayExecutor), and lets `fexbench plan`
-price it before anyone books GPUs. The graph holds names, configs and content keys only (it is
-cheap to build and to ship); the work happens in the executors.
-
-Node keys are content keys, built like the cache's and the job key's (`stable_hash` of what the
-node's output is computed from), so two runs that would build the same thing name the same node.
-A job node's key hashes its inputs' keys and the explainer's config; the job key proper (written
-into the result) also holds the prepared data and weight hashes, known only once preparation ran.
+(what `fexbench.harness.runner.run_job` computes). Writing the run down as a graph lets the
+executors (fexbench.harness.executors) walk it in order in this process, spread it over worker
+processes or over a Ray cluster, and lets `fexbench plan` price it before anyone books GPUs. The
+graph holds names and configs only (it is cheap to build and to ship); the work happens in the
+executors. The job key (written into each result) is the runner's: it holds the prepared data and
+weight hashes, known only once preparation ran.
 """
 from __future__ import annotations
 
@@ -21,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 from fexbench.core import registry
-from fexbench.core.cache import stable_hash
 from fexbench.core.contract import Environment
 
 KINDS = ("resource", "prepare", "job")
@@ -30,11 +25,10 @@ KINDS = ("resource", "prepare", "job")
 @dataclass(frozen=True)
 class Node:
     """One unit of work. `id` is readable and unique in a graph ("prepare:waterbirds-spurious#1");
-    `key` is its content key; `deps` are ids of nodes that must finish first."""
+    `deps` are ids of nodes that must finish first."""
 
     kind: str
     id: str
-    key: str
     deps: tuple[str, ...] = ()
     task: str = ""
     replicate: int = -1
@@ -103,23 +97,6 @@ def declared_resources(explainer: str, options: Mapping[str, Any]) -> tuple[str,
         return ()
 
 
-def _task_identity(task: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """What a task's preparation is computed from: its full config and version when the task can
-    be built, else the options given (preparation will fail and say why)."""
-    try:
-        instance = registry.tasks.get(task)(**options)
-        return {"task_config": instance.config(), "version": int(getattr(instance, "version", 1))}
-    except Exception:
-        return {"options": dict(options)}
-
-
-def _resource_version(name: str) -> int:
-    try:
-        return int(getattr(registry.resources.get(name), "version", 1))
-    except registry.RegistryError:
-        return 1
-
-
 def build_graph(task_names: Sequence[str], explainer_names: Sequence[str], env: Environment,
                 task_configs: Mapping[str, Mapping[str, Any]] | None = None,
                 explainer_configs: Mapping[str, Mapping[str, Any]] | None = None) -> JobGraph:
@@ -129,44 +106,22 @@ def build_graph(task_names: Sequence[str], explainer_names: Sequence[str], env: 
     task_configs, explainer_configs = task_configs or {}, explainer_configs or {}
     explainer_opts = {e: dict(explainer_configs.get(e, {})) for e in explainer_names}
     uses = {e: declared_resources(e, explainer_opts[e]) for e in explainer_names}
-    resource_keys = {}
-    for name in dict.fromkeys(r for e in explainer_names for r in uses[e]):
-        resource_keys[name] = stable_hash({"resource": name, "options": dict(env.resource_configs.get(name, {})),
-                                           "version": _resource_version(name)}, 24)
     nodes: list[Node] = []
     placed: set[str] = set()
     for task in task_names:
         options = dict(task_configs.get(task, {}))
-        identity = _task_identity(task, options)
-        prep_keys = []
         replicates = env.replicates_for(task)
         for r in range(replicates):
-            key = stable_hash({"task": task, **identity, "seed": env.replicate(r).seed}, 24)
-            prep_keys.append(key)
-            nodes.append(Node("prepare", prepare_id(task, r), key, task=task, replicate=r, options=options))
+            nodes.append(Node("prepare", prepare_id(task, r), task=task, replicate=r, options=options))
         for explainer in explainer_names:
             for name in uses[explainer]:
                 if name not in placed:
                     placed.add(name)
-                    nodes.append(Node("resource", resource_id(name), resource_keys[name], resource=name,
+                    nodes.append(Node("resource", resource_id(name), resource=name,
                                       options=dict(env.resource_configs.get(name, {}))))
             deps = tuple(prepare_id(task, r) for r in range(replicates)) + tuple(resource_id(n) for n in uses[explainer])
-            key = stable_hash({"task": task, "explainer": explainer, "explainer_options": explainer_opts[explainer],
-                               "seed": env.seed, "explainer_seeds": env.explainer_seeds, "inputs": prep_keys
-                               + [resource_keys[n] for n in uses[explainer]]}, 24)
-            nodes.append(Node("job", job_id(task, explainer), key, deps, task=task, explainer=explainer,
+            nodes.append(Node("job", job_id(task, explainer), deps, task=task, explainer=explainer,
                               options=explainer_opts[explainer]))
     return JobGraph(tuple(nodes), tuple(task_names), tuple(explainer_names), max(1, env.replicates),
                     {t: env.replicates_for(t) for t in task_names})
 
-
-def check_order(graph: JobGraph) -> None:
-    """Raise ValueError unless every node comes after the nodes it depends on (a bug otherwise)."""
-    seen: set[str] = set()
-    for node in graph:
-        missing = [d for d in node.deps if d not in seen]
-        if missing:
-            raise ValueError(f"{node.id} comes before its dependencies {missing}")
-        if node.id in seen:
-            raise ValueError(f"{node.id} appears twice")
-        seen.add(node.id)

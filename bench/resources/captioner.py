@@ -42,9 +42,6 @@ CARD = "fexbench_captioner.json"
 ENCODER_WEIGHTS = "image_encoder.safetensors"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
-# `with torch_threads(n):` runs a block with n torch threads (an older name, kept for its importers)
-torch_threads = thread_policy.limited
-
 
 # ---------------------------------------------------------------- tokenizer
 

@@ -449,13 +449,14 @@ class BoardSite:
             doc_links = [el("a", "fexbench docs", href=docs) if docs else None,
                          _external("docs", card.docs_url) if card and card.docs_url else None]
             if card is None:
-                rows.append([el("td", self._name(explainer, ""), data_sort=explainer),
+                rows.append([el("td", self._name(explainer, ""), data_sort=explainer, class_="explainer"),
                              el("td", "no card (not installed where the site was built, or declares none)",
                                 class_="note"), el("td", KIND_LABELS[kind]), "", "", "", "",
                              el("td", *[join(d, " ") for d in doc_links if d])])
             else:
                 paper = card.paper
-                rows.append([el("td", self._name(explainer, ""), data_sort=explainer), card.display_name,
+                rows.append([el("td", self._name(explainer, ""), data_sort=explainer, class_="explainer"),
+                             card.display_name,
                              el("td", KIND_LABELS[kind]),
                              el("td", _external(paper.title, paper.url), el("br"),
                                 el("span", f"{paper.venue}", class_="note")) if paper else
@@ -467,8 +468,9 @@ class BoardSite:
                              el("td", *[join(d, " ") for d in doc_links if d])])
             attrs.append({"data_kind": kind})
         return el("section", el("h2", "Methods", id="methods"),
-                  el("p", "From each explainer's method card (its class's `card`, fexbench.core.card); the kind and "
-                     "version are the class's own. Links leave the site.", class_="note"),
+                  el("p", "From each explainer's method card (its class's ", el("code", "card"), ", ",
+                     el("code", "fexbench.core.card"), "); the kind and version are the class's own. Paper and code "
+                     "links leave the site.", class_="note"),
                   _table(headers, rows, row_attrs=attrs, id="methods-table"))
 
     def _downloads(self) -> Html:

@@ -14,8 +14,11 @@
     var order = a.v < b.v ? -1 : 1;
     return asc ? order : -order;
   }
-  function sortBy(table, col, th) {
-    var asc = th.getAttribute("aria-sort") !== "ascending";
+  function sortBy(table, col, th, toggle) {
+    var first = th.getAttribute("data-order") === "desc" ? "descending" : "ascending";
+    var current = th.getAttribute("aria-sort");
+    var next = (toggle && current === first) ? (first === "ascending" ? "descending" : "ascending") : first;
+    var asc = next === "ascending";
     var heads = table.tHead.rows[0].cells;
     for (var i = 0; i < heads.length; i++) { heads[i].setAttribute("aria-sort", "none"); }
     var body = table.tBodies[0];
@@ -26,7 +29,7 @@
       return c !== 0 ? c : Number(r.getAttribute("data-index")) - Number(s.getAttribute("data-index"));
     });
     rows.forEach(function (row) { body.appendChild(row); });
-    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    th.setAttribute("aria-sort", next);
   }
   document.addEventListener("DOMContentLoaded", function () {
     var tables = document.querySelectorAll("table.sortable");
@@ -36,13 +39,13 @@
       Array.prototype.forEach.call(heads, function (th, col) {
         th.tabIndex = 0;
         th.setAttribute("aria-sort", "none");
-        th.title = "sort by this column";
+        th.title = "sort by this column (first click: best first; again: reversed)";
         th.addEventListener("click", function (event) {
           if (event.target.closest && event.target.closest("a")) { return; }  // a definition link
-          sortBy(table, col, th);
+          sortBy(table, col, th, true);
         });
         th.addEventListener("keydown", function (event) {
-          if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(table, col, th); }
+          if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(table, col, th, true); }
         });
       });
     });

@@ -43,25 +43,42 @@ def test_plugin_passes_check_explainer(site):
     assert "7/7 checks passed" in out.stdout
 
 
-def test_plugin_runs_in_smoke_preset_and_gates_against_its_baseline(site, tmp_path):
-    """The gate against a baseline made on this machine (CPU training is not bit-identical across
-    machines, so a baseline stored elsewhere can differ in its subjects): two runs of the same
-    design, the second on the first's cache, compare as no change."""
-    def smoke(out):
-        done = fexbench(site, "run", "--preset", "smoke", "--tasks", "waterbirds-spurious,imagenet9-background",
-                        "--explainers", "nearest-words,class-name", "--quiet", "--cache-dir", str(tmp_path / "cache"),
-                        "--out", str(out))
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+BASELINE = PLUGIN / "baseline"
+GATE = ("--preset", "ci", "--explainers", "nearest-words,oracle,random,class-name", "--quiet")
 
-    smoke(tmp_path / "baseline")
-    smoke(tmp_path / "new")
-    same = fexbench(site, "compare", str(tmp_path / "baseline"), str(tmp_path / "new"), "--margin", "0.1")
-    assert same.returncode == 0, same.stdout + same.stderr
-    assert "nearest-words" in same.stdout and "no detectable change" in same.stdout
-    # a regression to "restate the class name" fails the gate on at least one task's headline
-    worse = fexbench(site, "compare", str(tmp_path / "new"), "--explainers", "nearest-words,class-name",
-                     "--margin", "0.0")
-    assert worse.returncode in (0, 1) and "class-name" in worse.stdout
+
+@pytest.fixture(scope="module")
+def flipped_site(tmp_path_factory):
+    """The plugin with a deliberate sign-flip bug: it names what a target's top images lack."""
+    import shutil
+    source = tmp_path_factory.mktemp("flipped-src") / "plugin"
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("baseline", "build", "*.egg-info"))
+    module = source / "fexbench_nearest" / "__init__.py"
+    right = "contrast = self._images[top].mean(axis=0) - self._images.mean(axis=0)"
+    assert right in module.read_text()
+    module.write_text(module.read_text().replace(
+        right, "contrast = self._images.mean(axis=0) - self._images[top].mean(axis=0)"))
+    target = tmp_path_factory.mktemp("flipped-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    return target
+
+
+@pytest.mark.slow
+def test_the_ci_gate_passes_the_plugin_and_fails_its_sign_flip(site, flipped_site, tmp_path):
+    """ci.sh's gate: the `ci` preset scores on the shipped release (nothing trained), so the stored
+    baseline, made elsewhere, holds here; the accepted version passes it and a sign-flip bug fails it."""
+    cache = str(tmp_path / "cache")
+    good = fexbench(site, "run", *GATE, "--cache-dir", cache, "--out", str(tmp_path / "good"))
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    passed = fexbench(site, "compare", str(BASELINE), str(tmp_path / "good"), "--margin", "0.05")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "coverage: 12 of 12 BASE jobs compared" in passed.stdout
+    bad = fexbench(flipped_site, "run", *GATE, "--cache-dir", cache, "--out", str(tmp_path / "flipped"))
+    assert bad.returncode == 0, bad.stdout[-2000:] + bad.stderr[-2000:]
+    failed = fexbench(flipped_site, "compare", str(BASELINE), str(tmp_path / "flipped"), "--margin", "0.05")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "REGRESSION" in failed.stdout and "nearest-words" in failed.stdout
 
 
 def test_default_explainer_set_is_the_builtins(site):

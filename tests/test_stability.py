@@ -149,3 +149,15 @@ def test_the_projection_does_not_depend_on_the_order_of_the_methods():
     reordered = dict(reversed(list(values.items())))
     a, b = (stability.rank_stability(stability.joint_model(v, n_resamples=200), 3, n_sim=100) for v in (values, reordered))
     assert a == b
+
+
+def test_between_replicate_covariance_is_psd_without_upward_bias():
+    """Clipping a noisy covariance difference's negative eigenvalues to 0 inflates it; the model
+    keeps the difference's trace (an unbiased total) while making it positive semi-definite."""
+    import numpy as np
+    from fexbench.analysis.stability import _psd
+    diff = np.array([[0.02, 0.0], [0.0, -0.01]])
+    fixed = _psd(diff)
+    assert np.linalg.eigvalsh(fixed).min() >= -1e-12
+    assert np.trace(fixed) == pytest.approx(0.01)  # clipping alone would give 0.02
+    assert np.allclose(_psd(np.diag([-0.01, -0.02])), 0.0)

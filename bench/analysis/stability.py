@@ -15,10 +15,12 @@ modelled as jointly normal:
 - covariance = within + between. *Within* is the noise of a replicate's value from which units it
   happens to have: the covariance, over the hierarchical bootstrap's draws of each replicate, of
   the methods' values. The draws are the same units for every method (that is what makes the
-  comparisons paired), so the covariance carries the pairing; it is scaled by n/(n-1) as in
-  `stats.variance_components`. *Between* is what the replicates' spread adds beyond that: the
-  pilot's covariance of replicate values minus the within part, with negative eigenvalues set to 0
-  (a covariance cannot be negative; with few pilot replicates it is a rough estimate).
+  comparisons paired), so the covariance carries the pairing; it is scaled by k/(k-1) for the k
+  items the bootstrap resamples (units, or clusters when units carry cluster ids), as
+  `stats.pilot_components` does. *Between* is what the replicates' spread adds beyond that: the
+  pilot's covariance of replicate values minus the within part, made positive semi-definite with its
+  trace kept (`_psd`: clipping alone would bias it upward; with few pilot replicates it is a rough
+  estimate).
 
 Two independent benchmarks of R replicates are drawn from the model, each ranked with the rule of
 `stats.ranks_from_tests` after the paired t-test of `stats.compare`, and compared. Two figures:
@@ -71,9 +73,16 @@ class Stability:
 
 
 def _psd(matrix: np.ndarray) -> np.ndarray:
+    """The nearest positive semi-definite matrix (negative eigenvalues set to 0), rescaled so that
+    its trace is the input's trace floored at 0. Clipping alone biases a noisy difference of
+    covariances upward (every negative direction becomes 0, every positive one is kept); the trace
+    is linear, so the input's trace is an unbiased estimate of the true total, and the rescaling
+    keeps that total while the shape stays positive semi-definite."""
     sym = (matrix + matrix.T) / 2
     values, vectors = np.linalg.eigh(sym)
-    return (vectors * np.clip(values, 0.0, None)) @ vectors.T
+    clipped = (vectors * np.clip(values, 0.0, None)) @ vectors.T
+    kept, total = float(np.trace(clipped)), max(0.0, float(np.trace(sym)))
+    return clipped * (total / kept) if kept > 0 else clipped
 
 
 def joint_model(values: Mapping[str, stats.Replicated], n_resamples: int = 1000, seed: int = 0) -> JointModel:
@@ -97,8 +106,12 @@ def joint_model(values: Mapping[str, stats.Replicated], n_resamples: int = 1000,
         drawn = np.stack([stats._slot_values(stats._subset(values[m], keep), n_resamples, seed)[:, 0]
                           for m in names], axis=1)  # (B, E), the same draws for every method
         drawn = drawn[np.all(np.isfinite(drawn), axis=1)]
-        if drawn.shape[0] > 2 and n >= 2:
-            within.append(np.cov(drawn, rowvar=False) * n / (n - 1))
+        # the bootstrap's variance is short by (k-1)/k for k resampled items: units, or the clusters
+        # when the units carry cluster ids (as stats.pilot_components corrects it)
+        ids = first.cluster_key[r]
+        k = len(set(ids)) if ids is not None else n
+        if drawn.shape[0] > 2 and k >= 2:
+            within.append(np.cov(drawn, rowvar=False) * k / (k - 1))
     if not within:
         raise ValueError("rank stability: no replicate with two or more units to measure the unit noise")
     w = np.mean(within, axis=0)

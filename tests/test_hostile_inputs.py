@@ -291,3 +291,30 @@ def test_published_site_shows_words_without_hidden_characters(tmp_path):
     publish([tmp_path / "run"], tmp_path / "site")
     pages = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "site").rglob("*.html"))
     assert "dog" in pages and not any(c in pages for c in "\u202e\u200b\u2067\x1b")
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys, tmp_path):
+    import errno
+    from fexbench import cli
+    from fexbench.cli import ls
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "summary.md"))
+    monkeypatch.setattr(ls, "cmd_list", full, raising=False)
+    parser_func = cli.build_parser().parse_args(["list"]).func
+    monkeypatch.setattr(cli, "build_parser", lambda: _Parser(full))
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left on the device writing" in err[0] and "summary.md" in err[0]
+    assert callable(parser_func)
+
+
+class _Parser:
+    """A parser whose one command raises what the test gives it."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def parse_args(self, argv):
+        import argparse
+        return argparse.Namespace(command="list", func=self.func)

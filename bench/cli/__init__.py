@@ -11,6 +11,7 @@ them: `fexbench --help` and `fexbench list` answer without loading torch (tests/
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Sequence
 
@@ -48,11 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # finished jobs are already written (each job's result file is written when it ends)
         print("fexbench: interrupted; finished results are kept (run again to resume)", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _FULL_DISK and not isinstance(exc, _user_errors()):
+            raise
+        if exc.errno in _FULL_DISK:  # results are written atomically: what was finished is whole
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(f"fexbench: error: no space left on the device{where} ({exc.strerror}); free space or choose "
+                  f"another --out / --cache-dir; finished results are kept (run again to resume)", file=sys.stderr)
+            return 2
+        print(f"fexbench: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if not isinstance(exc, _user_errors()):
             raise
         print(f"fexbench: error: {exc}", file=sys.stderr)
         return 2
+
+
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -318,3 +318,36 @@ class _Parser:
     def parse_args(self, argv):
         import argparse
         return argparse.Namespace(command="list", func=self.func)
+
+
+def test_publish_swaps_the_site_in_one_step_sweeps_leftovers_and_follows_the_umask(tmp_path):
+    import os
+    import time
+    from fexbench.report import site
+
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / site.MARKER).write_text("old\n")
+    (out / "index.html").write_text("old")
+    staging = tmp_path / ".site.new"
+    staging.mkdir(mode=0o700)
+    (staging / site.MARKER).write_text("new\n")
+    (staging / "index.html").write_text("new")
+    assert site._exchange(staging, out)  # Linux: both paths exist throughout, swapped at once
+    assert (out / "index.html").read_text() == "new" and (staging / "index.html").read_text() == "old"
+    leftover = tmp_path / ".site.killed"
+    leftover.mkdir()
+    (leftover / site.MARKER).write_text("x")
+    old = time.time() - 2 * site.STALE_S
+    os.utime(leftover, (old, old))
+    fresh = tmp_path / ".site.live"
+    (fresh / "sub").mkdir(parents=True)
+    (fresh / site.MARKER).write_text("x")
+    site._sweep_stale(out)
+    assert not leftover.exists() and fresh.exists()  # a concurrent publish keeps its staging
+    mask = os.umask(0o022)
+    try:
+        site._apply_umask(fresh)
+    finally:
+        os.umask(mask)
+    assert (fresh.stat().st_mode & 0o777) == 0o755 and ((fresh / site.MARKER).stat().st_mode & 0o777) == 0o644

@@ -17,6 +17,7 @@ import math
 import re
 import csv
 import io
+import os
 import shutil
 import tempfile
 import time
@@ -868,6 +869,7 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
         raise PublishError(f"{out}: exists and is not a fexbench site; refusing to overwrite it")
     boards, warnings = merge(run_dirs, prefer=prefer, separate=separate)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         atomic_write_text(staging / MARKER, "a site written by `fexbench publish`; it may be replaced\n")
@@ -901,17 +903,69 @@ def publish(run_dirs: Sequence[str | Path], out: str | Path, prefer: str | Path 
                 count += 1
         atomic_write_text(staging / SUBMIT_PAGE, submission_page(title, first))
         count += 1
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
-            out.rename(old)
-        staging.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _apply_umask(staging)
+        _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Published(out, len(boards), count, warnings)
+
+
+STALE_S = 3600  # a staging or old folder this old is a killed publish's leftover, never a live one
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove what a killed publish left next to `out`: staging and old folders (hidden, named after
+    `out`, holding the site marker), older than STALE_S so a concurrent publish keeps its own."""
+    now = time.time()
+    for left in out.parent.glob(f".{out.name}.*"):
+        try:
+            if left.is_dir() and not left.is_symlink() and now - left.stat().st_mtime > STALE_S \
+                    and ((left / MARKER).exists() or not any(left.iterdir())):
+                shutil.rmtree(left, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp makes the staging folder 0700; a published site gets the modes the umask gives."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o777 & ~mask)
+        elif path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system lacks it."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished staging folder at `out`. Where the kernel can exchange two paths atomically,
+    a reader sees the old site or the new one, never none; elsewhere the old site is moved aside
+    first, and a kill between the two renames leaves it next to `out` (swept by the next publish)."""
+    if out.exists() and _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old site
+        return
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _doc_page(kind: str, name: str, source: Path, title: str) -> str:

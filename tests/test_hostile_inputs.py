@@ -351,3 +351,22 @@ def test_publish_swaps_the_site_in_one_step_sweeps_leftovers_and_follows_the_uma
     finally:
         os.umask(mask)
     assert (fresh.stat().st_mode & 0o777) == 0o755 and ((fresh / site.MARKER).stat().st_mode & 0o777) == 0o644
+
+
+def test_word_cloud_pictures_draw_words_as_shown(tmp_path, monkeypatch):
+    """A bidi override or zero-width character in a word is not drawn (the PNG shows "water",
+    never "retaw"); words that differ only by hidden characters are drawn once, weights summed."""
+    from fexbench.core.contract import Explanation, Target
+    from fexbench.report import wordcloud_png
+
+    seen = {}
+
+    def layout(weights, width, height, seed=0):
+        seen.update(weights)
+        raise StopIteration  # the layout is all this test needs
+    monkeypatch.setattr(wordcloud_png, "cloud_layout", layout)
+    target = Target("class", "round")
+    explanation = Explanation(target, (("\u202ewater", 0.5), ("wa\u200bter", 0.25), ("sky", 0.25)))
+    with pytest.raises(StopIteration):
+        wordcloud_png.word_cloud_png(explanation, tmp_path / "c.png", title="t\u202eitle")
+    assert seen == {"water": 0.75, "sky": 0.25}

@@ -8,6 +8,7 @@ from typing import Any
 
 from fexbench.core.cache import atomic_write
 from fexbench.core.contract import Explanation
+from fexbench.core.text import display_text
 
 
 def cloud_layout(weights: dict[str, float], width: int, height: int, seed: int = 0) -> Any:
@@ -50,11 +51,15 @@ def word_cloud_png(explanation: Explanation, path: str | Path, title: str = "", 
     """Draw the explanation's weighted words under `title` and write a PNG atomically."""
     from PIL import Image, ImageDraw, ImageFont
 
-    weights = {w: float(v) for w, v in explanation.concepts if v > 0}
+    weights: dict[str, float] = {}
+    for w, v in explanation.concepts:  # drawn as shown: bidi overrides and invisible characters removed
+        shown = display_text(w).strip()
+        if v > 0 and shown:
+            weights[shown] = weights.get(shown, 0.0) + float(v)
     if not weights:
         raise ValueError(f"{explanation.target.key}: the explanation has no positive weights to draw")
     cloud = cloud_layout(weights, width, height, seed).to_image()
-    lines = textwrap.wrap(title, width=max(20, width // 8)) if title else []
+    lines = textwrap.wrap(display_text(title), width=max(20, width // 8)) if title else []
     try:
         font = ImageFont.load_default(size=15)
     except TypeError:  # Pillow < 10.1: one bitmap size

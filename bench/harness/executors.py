@@ -504,7 +504,10 @@ def _leave(signum: int, frame: Any) -> None:
 def _spawn_settings(threads: int, progress: bool) -> Iterator[None]:
     """What the workers inherit when they start: their thread environment (set before numpy or
     torch load; OpenMP threads that sleep instead of spinning, since processes share the cores), no
-    progress bars of the model hubs when the run has none, and SIGINT ignored."""
+    progress bars of the model hubs when the run has none, and SIGINT ignored (a disposition that
+    survives exec, unlike a handler: a worker cannot be interrupted while it imports, so Ctrl-C
+    is the driver's alone). The driver ignores it too for these few milliseconds (a Ctrl-C that
+    lands exactly then is lost: press it again)."""
     names = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     if not progress:
         names["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

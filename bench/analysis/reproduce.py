@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from tabulate import tabulate
 
@@ -29,12 +29,43 @@ def _differs(a: float, b: float, tolerance: float) -> bool:
     return not (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tolerance)
 
 
+def design_config(record: Mapping[str, Any], source: str, run: Mapping[str, Any] | None = None,
+                  explainers: Sequence[str] | None = None) -> Any:
+    """A results folder's recorded design (its run-config.json, read by
+    fexbench.harness.provenance.read_run_config) as a validated RunConfig, with `run` keys replaced
+    (a None value removes the key: the default applies). `explainers` keeps only those explainers'
+    option tables (the others need not be installed here). Shared by `fexbench reproduce` and
+    `fexbench verify`."""
+    from fexbench.harness.config import validate
+
+    section = dict(record.get("run", {}))
+    section.pop("prefetch", None)  # an execution setting of older runs (now [run] executor): no number depends on it
+    section.update(run or {})
+    data = {k: v for k, v in record.items() if k in ("tasks", "explainers", "resources")}
+    if explainers is not None:
+        data["explainers"] = {k: v for k, v in (data.get("explainers") or {}).items() if k in explainers}
+    data["run"] = {k: v for k, v in section.items() if v is not None}
+    return validate(data, source)
+
+
+def run_design(config: Any, log: Any = print) -> list:
+    """Run a validated RunConfig's design as `fexbench run` would (threads, progress bars, executor)
+    and return its results; nothing is resumed unless the config says so."""
+    from fexbench.harness.driver import run
+    from fexbench.harness.executors import apply_threads, make_executor
+
+    env, _ = apply_threads(config.environment(), "[run] threads")
+    if not config.run.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # shard save/load bars of the captioner, as in `fexbench run --quiet`
+    return run(config.task_names(), config.explainer_names(), env, task_configs=config.task_configs(),
+               explainer_configs=config.explainer_configs(), resume=config.run.resume, log=log,
+               executor=make_executor(config.run.executor))
+
+
 def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str | Path | None = None,
               tolerance: float = 1e-6, log: Any = print) -> tuple[bool, str]:
-    from fexbench.harness.config import validate
-    from fexbench.harness.executors import apply_threads, make_executor
-    from fexbench.harness.driver import run
-
     folder = Path(folder)
     try:
         record = read_run_config(folder)
@@ -44,14 +75,10 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
     if not published:
         raise UsageError(f"{folder}: no readable results to compare with")
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="fexbench-reproduce-"))
-    run_section = dict(record.get("run", {}))
-    run_section["out"] = str(out)
+    run = {"out": str(out), "resume": False}
     if cache_dir is not None:
-        run_section["cache_dir"] = str(cache_dir)
-    run_section["resume"] = False
-    run_section.pop("prefetch", None)  # an execution setting of older runs (now [run] executor): no number depends on it
-    config = validate({**{k: v for k, v in record.items() if k in ("tasks", "explainers", "resources")},
-                       "run": {k: v for k, v in run_section.items() if v is not None}}, f"{folder}/run-config.json")
+        run["cache_dir"] = str(cache_dir)
+    config = design_config(record, f"{folder}/run-config.json", run)
     lines = []
     env_diff = environment_differences(folder)
     if env_diff:
@@ -59,14 +86,7 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
         lines += [f"  {d}" for d in env_diff[:30]] + ([f"  ... and {len(env_diff) - 30} more"] if len(env_diff) > 30 else [])
     else:
         lines.append("environment: identical to the folder's lock file")
-    env, _ = apply_threads(config.environment(), "[run] threads")
-    if not config.run.progress:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # shard save/load bars of the captioner, as in `fexbench run --quiet`
-    fresh = run(config.task_names(), config.explainer_names(), env,
-                task_configs=config.task_configs(), explainer_configs=config.explainer_configs(), resume=False,
-                log=log, executor=make_executor(config.run.executor))
+    fresh = run_design(config, log)
     old = {(r.task, r.explainer): r for r in published}
     rows, ok = [], True
     for r in sorted(fresh, key=lambda r: (r.task, r.explainer)):

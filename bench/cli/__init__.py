@@ -1,8 +1,8 @@
 """fexbench: a benchmark of methods that explain the learned features of image classifiers in words.
 
 The `fexbench` command: one module per command in this package (run, ls, explain, perf,
-plan, power, agreement, compare, reproduce, publish, release, schema, check_explainer), each with its
-`add_parser`; this module only assembles them and turns user errors into one line and exit 2.
+plan, power, agreement, compare, reproduce, verify, publish, release, schema, check_explainer), each
+with its `add_parser`; this module only assembles them and turns user errors into one line and exit 2.
 
 User errors (an unknown task, a bad path) print one clear line and exit 2, without a traceback.
 The modules that compute (the runner, tasks, torch) are imported inside the commands that use
@@ -16,14 +16,14 @@ import sys
 from typing import Sequence
 
 from fexbench.cli import (agreement, check_explainer, compare, explain, ls, perf, plan, power, publish, release,
-                          reproduce, run, schema)
+                          reproduce, run, schema, verify)
 from fexbench.cli.common import examples
 from fexbench.core.errors import UsageError
 from fexbench.core.registry import RegistryError
 
 # the order of `fexbench --help`
-COMMANDS = (run, ls, explain, check_explainer, compare, power, agreement, reproduce, publish, release, schema, plan,
-            perf)
+COMMANDS = (run, ls, explain, check_explainer, compare, power, agreement, reproduce, verify, publish, release, schema,
+            plan, perf)
 
 
 def build_parser() -> argparse.ArgumentParser:

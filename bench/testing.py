@@ -39,6 +39,7 @@ import math
 import os
 import time
 import types
+import unittest
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +63,16 @@ TINY_RESOURCES: Mapping[str, Mapping[str, Any]] = types.MappingProxyType({
 
 class CheckFailed(AssertionError):
     """A conformance check failed; the message names the check and what was observed."""
+
+
+class ExplainFailed(CheckFailed):
+    """The explainer itself failed while a check ran it (it raised, or broke the count or order
+    rule): a later check that meets this after one_per_target failed is skipped, not failed again."""
+
+
+class CheckSkipped(unittest.SkipTest):
+    """A check that could not be told (e.g. one_per_target failed, so every later explain fails
+    the same way); pytest reports it as skipped, `run_checks` as "skip" with the reason."""
 
 
 # ------------------------------------------------------------------------------------ the tiny world
@@ -191,6 +202,10 @@ class Runner:
     options: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # check name -> None (passed) or its failure message, for the checks others depend on
+    verdicts: dict[str, str | None] = field(default_factory=dict)
+    # seed -> the records of every plain explain (the isolated view, every target) with that seed
+    plain_runs: dict[int, list[list[tuple]]] = field(default_factory=dict)
 
     @property
     def world(self) -> TinyWorld:
@@ -221,6 +236,7 @@ class Runner:
                 what: str = "explain") -> list[Explanation]:
         """fit then explain on the isolated view (or the given subject/context); the contract's
         count and order rules applied, exceptions named."""
+        plain = targets is None and subject is None and context is None and resources is None
         explainer = self.make()
         view_subject, view_context, case = self.view(explainer, seed, targets, resources)
         subject, context = subject or view_subject, context or view_context
@@ -231,14 +247,49 @@ class Runner:
         except CheckFailed:
             raise
         except Exception as exc:
-            raise CheckFailed(f"{what}: {self.name} raised {type(exc).__name__}: {exc}") from exc
+            from fexbench.core.errors import read_only_write_message
+            named = read_only_write_message(exc, context.probe, f"explainer {self.name!r}")
+            if named:
+                raise ExplainFailed(f"{what}: {named}") from exc
+            raise ExplainFailed(f"{what}: {self.name} raised {type(exc).__name__}: {exc}") from exc
         self.timings.setdefault(what, time.perf_counter() - t0)
         self.timings.setdefault(f"{what}:targets", len(case.targets))
+        order = _order_problem(self.name, case.targets, out)
+        if order:
+            raise ExplainFailed(f"{what}: {order}")
         from fexbench.harness.runner import check_explanations
         try:
-            return check_explanations(self.name, case, out)
+            checked = check_explanations(self.name, case, out)
         except ExplainerError as exc:
-            raise CheckFailed(f"{what}: {exc}") from None
+            raise ExplainFailed(f"{what}: {exc}") from None
+        if plain:
+            self.plain_runs.setdefault(seed, []).append(_record(checked))
+        return checked
+
+
+def _order_problem(name: str, targets: Sequence[Target], out: Any) -> str | None:
+    """When the explanations answer exactly the asked targets but in another order: what is wrong
+    (naming the first misplaced target, where it was asked and where it came back) and what to do;
+    else None (the count and the rest are the contract check's)."""
+    if not isinstance(out, (list, tuple)) or len(out) != len(targets) or not all(isinstance(e, Explanation) for e in out):
+        return None
+    got = [e.target for e in out]
+    if got == list(targets):
+        return None
+    try:
+        if sorted(t.key for t in got) != sorted(t.key for t in targets) or len({t.key for t in targets}) != len(targets):
+            return None
+    except TypeError:
+        return None
+    i = next(i for i, (g, t) in enumerate(zip(got, targets)) if g != t)
+    asked = targets[i]
+    j = next((j for j, g in enumerate(got) if g == asked), None)
+    if j is None:
+        return None
+    return (f"{name} returned the explanations in another order than the targets were asked: the first misplaced "
+            f"target is {asked.key}, asked at position {i + 1} of {len(targets)} but returned at position {j + 1} "
+            f"(position {i + 1} holds {got[i].key}); return one Explanation per target in the order of `targets` "
+            f"(iterate over the targets as given; do not sort or group them)")
 
 
 def _record(explanations: Sequence[Explanation]) -> list[tuple]:
@@ -263,11 +314,37 @@ class Check:
     func: Callable[[Runner], str | None] = field(compare=False)
 
     def __call__(self) -> str | None:
-        """Raises CheckFailed; returns a note (e.g. why it was skipped) or None."""
-        return self.func(self.runner)
+        """Raises CheckFailed, or CheckSkipped (a unittest.SkipTest: pytest shows it as skipped)
+        when one_per_target failed and this check's explains fail the same way; returns a note or None."""
+        if self.name == "one_per_target":
+            try:
+                note = self.func(self.runner)
+            except CheckFailed as exc:
+                self.runner.verdicts["one_per_target"] = str(exc)
+                raise
+            self.runner.verdicts["one_per_target"] = None
+            return note
+        try:
+            return self.func(self.runner)
+        except ExplainFailed:
+            if self.name == "metadata" or _one_per_target_verdict(self.runner) is None:
+                raise
+            raise CheckSkipped(f"skipped: one_per_target failed (its message says why; this check's explains "
+                               f"fail the same way)") from None
 
     def __str__(self) -> str:
         return f"{self.runner.name}:{self.name}"
+
+
+def _one_per_target_verdict(r: Runner) -> str | None:
+    """one_per_target's failure message (None: it passed), run now if it has not run yet."""
+    if "one_per_target" not in r.verdicts:
+        try:
+            check_one_per_target(r)
+            r.verdicts["one_per_target"] = None
+        except CheckFailed as exc:
+            r.verdicts["one_per_target"] = str(exc)
+    return r.verdicts["one_per_target"]
 
 
 def check_metadata(r: Runner) -> str | None:
@@ -354,6 +431,14 @@ def check_no_ground_truth(r: Runner) -> str | None:
     explainer = r.make()
     subject, context, case = r.view(explainer, 0)
     clean = r.explain(0, what="no_ground_truth (hidden)")
+    runs = r.plain_runs.get(0, [])
+    if len(runs) < 2:
+        r.explain(0, what="no_ground_truth (hidden, again)")
+        runs = r.plain_runs.get(0, [])
+    if any(run != runs[0] for run in runs[1:]):
+        raise CheckSkipped("no_ground_truth: skipped: not deterministic for a fixed seed: see the seeds check (two "
+                           "runs with identical inputs differ, so a change when ground truth is in reach says "
+                           "nothing about reading it)")
     rng = np.random.default_rng(3)
     poisoned_attributes = {k: tuple(np.asarray(v)[rng.permutation(len(v))]) for k, v in r.world.attributes.items()}
     poisoned_attributes["label"] = tuple("round" if i % 2 else "angular" for i in range(len(context.probe.ids)))
@@ -430,6 +515,7 @@ class Outcome:
     passed: bool
     message: str
     seconds: float
+    skipped: bool = False  # could not be told (message: why); neither passed nor failed
 
 
 def run_checks(checks: Sequence[Check]) -> tuple[list[Outcome], float | None]:
@@ -443,6 +529,8 @@ def run_checks(checks: Sequence[Check]) -> tuple[list[Outcome], float | None]:
             outcomes.append(Outcome(check.name, True, note or "", time.perf_counter() - t0))
         except CheckFailed as exc:
             outcomes.append(Outcome(check.name, False, str(exc), time.perf_counter() - t0))
+        except CheckSkipped as exc:
+            outcomes.append(Outcome(check.name, False, str(exc), time.perf_counter() - t0, skipped=True))
     timings = checks[0].runner.timings if checks else {}
     per_target = (timings["one_per_target"] / timings["one_per_target:targets"]
                   if timings.get("one_per_target:targets") else None)
@@ -456,7 +544,7 @@ def check_explainer(explainer: str | type, options: Mapping[str, Any] | None = N
                     cache_dir: str | Path | None = None) -> list[Outcome]:
     """Run every check; raise CheckFailed listing all failures, else return the outcomes."""
     outcomes, _ = run_checks(explainer_checks(explainer, options, cache_dir))
-    failed = [o for o in outcomes if not o.passed]
-    if failed:
-        raise CheckFailed("; ".join(o.message for o in failed))
+    failed = [o for o in outcomes if not o.passed and not o.skipped]
+    if failed or any(o.skipped for o in outcomes):
+        raise CheckFailed("; ".join(o.message for o in outcomes if not o.passed))
     return outcomes

@@ -28,7 +28,7 @@ from tabulate import tabulate
 
 from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
-from fexbench.core.results import JobResult, read_results_dir
+from fexbench.core.results import JobResult, no_results_message, read_results_dir
 from fexbench.analysis.comparisons import ground_truth_identity, rank_task, role, task_values
 
 MAX_SPLITS = 2000  # pairs of disjoint replicate sets ranked per task (all of them when fewer)
@@ -94,7 +94,7 @@ def check(folders: Sequence[str | Path], seed: int = 0) -> list[TaskAgreement]:
     for folder in folders:
         results, _ = read_results_dir(folder)
         if not results:
-            raise UsageError(f"{folder}: no readable results")
+            raise UsageError(no_results_message(folder, f"{folder}: no readable results"))
         runs.append(_by_task(results))
     tasks = sorted(set.intersection(*(set(r) for r in runs)))
     if not tasks:

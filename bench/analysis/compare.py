@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from fexbench.core import stats
-from fexbench.core.results import JobResult, ResultsError, read_result
+from fexbench.core.results import JobResult, ResultsError, no_results_message, read_result
 from fexbench.core.text import display_text
 from fexbench.analysis.comparisons import NotComparable, compare_results, differing_ground_truth, replicated
 
@@ -126,7 +126,7 @@ def load(path: str | Path) -> list[JobResult]:
     side = read_side(path)
     if not side.ok:
         only = next(iter(side.invalid.values()), None) if side.single_file else None
-        raise CompareError(only or f"{path}: holds no ok result")
+        raise CompareError(only or no_results_message(path, f"{path}: holds no ok result"))
     return side.ok
 
 
@@ -325,9 +325,9 @@ def compare_sides(base: Loaded, new: Loaded, margin: float = 0.0, force: bool = 
                   n_resamples: int = 2000) -> Outcome:
     """Rows for every pair, warnings (ground truth differs and --force was given) and coverage."""
     if not base.ok:
-        raise CompareError(f"{base.path}: holds no ok result")
+        raise CompareError(no_results_message(base.path, f"{base.path}: holds no ok result"))
     if not (new.ok or new.not_ok or new.invalid):
-        raise CompareError(f"{new.path}: holds no result")
+        raise CompareError(no_results_message(new.path, f"{new.path}: holds no result"))
     matched, coverage = match(base, new, explainers)
     if not matched and not (coverage.errored or coverage.invalid):
         raise CompareError("BASE and NEW share no (task, explainer) job; name two explainers with --explainers A,B")

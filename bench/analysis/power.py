@@ -27,7 +27,7 @@ from tabulate import tabulate
 from fexbench.core import stats
 from fexbench.analysis import stability
 from fexbench.core.errors import UsageError
-from fexbench.core.results import JobResult, read_results_dir
+from fexbench.core.results import JobResult, no_results_message, read_results_dir
 from fexbench.analysis import comparisons
 from fexbench.analysis.comparisons import NotComparable, differing_ground_truth, replicated
 
@@ -182,7 +182,8 @@ def report(folder: str | Path | Sequence[str | Path], target: float = 0.10, repl
     for f in folders:
         found, trouble = read_results_dir(f)
         if not found:
-            raise UsageError(f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}")
+            raise UsageError(no_results_message(
+                f, f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}"))
         per_run.append(found)
         problems += trouble
     results = per_run[0] if len(folders) == 1 else pool_runs(per_run, folders)
@@ -440,7 +441,8 @@ def budget_report(folder: str | Path | Sequence[str | Path], budget_min: float, 
     for f in folders:
         found, _ = read_results_dir(f)
         if not found:
-            raise UsageError(f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}")
+            raise UsageError(no_results_message(
+                f, f"{f}: no readable results; run a pilot first: fexbench run --replicates 3 --out {f}"))
         per_run.append(found)
     results = per_run[0] if len(folders) == 1 else pool_runs(per_run, folders)
     timing = _timing(folders[0])

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from tabulate import tabulate
 
 from fexbench.core.errors import UsageError
-from fexbench.core.results import read_results_dir
+from fexbench.core.results import no_results_message, read_results_dir
 from fexbench.analysis.comparisons import rank_all
 from fexbench.harness.provenance import environment_differences, read_run_config
 
@@ -70,10 +70,10 @@ def reproduce(folder: str | Path, out: str | Path | None = None, cache_dir: str 
     try:
         record = read_run_config(folder)
     except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(no_results_message(folder, str(exc))) from None
     published, problems = read_results_dir(folder)
     if not published:
-        raise UsageError(f"{folder}: no readable results to compare with")
+        raise UsageError(no_results_message(folder, f"{folder}: no readable results to compare with"))
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="fexbench-reproduce-"))
     run = {"out": str(out), "resume": False}
     if cache_dir is not None:

@@ -24,19 +24,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     outcomes, per_target = run_checks(checks)
     width = max(len(o.check) for o in outcomes)
     for o in outcomes:
-        status = "ok  " if o.passed else "FAIL"
+        status = "ok  " if o.passed else "skip" if o.skipped else "FAIL"
         print(f"{status} {o.check:{width}s} {o.seconds:5.1f}s  {o.message}".rstrip())
-    failed = [o for o in outcomes if not o.passed]
+    failed = [o for o in outcomes if not o.passed and not o.skipped]
+    skipped = [o for o in outcomes if o.skipped]
     from fexbench.core.card import card_warnings
     warnings = card_warnings(checks[0].runner.cls)  # a warning, never a failure: the card is presentation
     for warning in warnings:
         print(f"warn card {warning}")
     cost = f"{per_target * 1000:.1f} ms per target (fit + explain, tiny world)" if per_target is not None else "n/a"
-    print(f"\n{checks[0].runner.name}: {len(outcomes) - len(failed)}/{len(outcomes)} checks passed; cost {cost}; "
+    passed = len(outcomes) - len(failed) - len(skipped)
+    print(f"\n{checks[0].runner.name}: {passed}/{len(outcomes)} checks passed"
+          + (f", {len(failed)} failed, {len(skipped)} skipped" if skipped else "") + f"; cost {cost}; "
           f"tiny world {world_s:.1f}s, total {time.perf_counter() - start:.1f}s"
           + (f"; {len(warnings)} method-card warning{'s' if len(warnings) != 1 else ''} (the site needs the card; "
              "see docs/writing-an-explainer.md#the-method-card)" if warnings else ""))
-    return 1 if failed else 0
+    return 1 if failed or skipped else 0
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -26,6 +26,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
     task = registry.tasks.get(args.task)(**config.task_configs().get(args.task, {}))
     explainer_cls = registry.explainers.get(args.explainer)
+    known = getattr(task, "subject_names", None)  # before any training: the names follow from the task's options
+    if callable(known):
+        names = tuple(known())
+        if args.subject not in names:
+            raise RegistryError(f"task {args.task!r} has no subject {args.subject!r}; its subjects (from the task's "
+                                f"options, nothing trained) are: {', '.join(names)}")
     env = config.environment()
     env, _ = apply_threads(env, "--threads" if args.threads else "[run] threads")
     prepared = task.prepare(env)

@@ -236,6 +236,39 @@ def read_results_dir(out_dir: str | Path) -> tuple[list[JobResult], list[str]]:
     return results, problems
 
 
+def task_folder_hint(folder: str | Path) -> str | None:
+    """When `folder` was given where a run folder (<task>/<explainer>.json) is expected but is one
+    level too deep, a task folder of a run (it holds <explainer>.json files directly and no
+    <task>/*.json), the message that says so and names the run folder to pass instead; else None."""
+    folder = Path(folder)
+    try:
+        if not folder.is_dir() or any(folder.glob("*/*.json")):
+            return None
+        direct = sorted(p for p in folder.glob("*.json") if p.is_file())
+    except OSError:
+        return None
+    names = []
+    for path in direct[:50]:
+        try:
+            data = _load(path)
+        except ResultsError:
+            continue
+        if isinstance(data, Mapping) and "task" in data and "explainer" in data:
+            names.append(path.name)
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    parent = folder.parent if folder.name not in ("", ".", "..") else folder.resolve().parent
+    return (f"{_shown(folder)}: looks like a task folder of a run (it holds <explainer>.json files directly: "
+            f"{display_text(shown)}), not a run folder (<task>/<explainer>.json); "
+            f"pass the run folder, its parent: {_shown(parent)}")
+
+
+def no_results_message(folder: str | Path, default: str) -> str:
+    """What to say of a folder that gave no result: the task-folder hint when it is one, else `default`."""
+    return task_folder_hint(folder) or default
+
+
 # --- the schema file: generated from the dataclasses above, and whole files checked against it ---
 
 def generate_schema() -> dict[str, Any]:

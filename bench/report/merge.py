@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from fexbench.core.results import JobResult, ResultsError, read_result
+from fexbench.core.results import JobResult, ResultsError, no_results_message, read_result
 from fexbench.analysis.comparisons import differing_ground_truth, ground_truth_identity
 
 
@@ -55,7 +55,7 @@ def load_run(run_dir: str | Path) -> tuple[list[Entry], list[str]]:
             warnings.append(f"{path}: no recorded digest (written by an older fexbench); published unverified")
         entries.append(Entry(result, path, run))
     if not entries:
-        raise PublishError(f"{run}: no result files (<task>/<explainer>.json) found")
+        raise PublishError(no_results_message(run, f"{run}: no result files (<task>/<explainer>.json) found"))
     return entries, warnings
 
 

@@ -223,6 +223,13 @@ class ConceptTransfer(Task):
         b_cf = cached_activations(env.arrays, target, cf, ("penultimate",), progress=env.progress)["penultimate"]
         return profile_directions(b_test, b_cf, directions, values, len(chosen)), chosen, cf
 
+    def subject_names(self) -> tuple[str, ...]:
+        """The names of the subjects `prepare` gives, from the options alone (no data read, nothing
+        trained): `fexbench explain` checks --subject against them first."""
+        in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
+        return (f"source:{in9.subject_name(self.p_native, self.source_seed)}",
+                f"target:{in9.subject_name(self.p_native, self.target_seed, width=self.target_width)}")
+
     def prepare(self, env: Any) -> Prepared:
         in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
         probe = in9.probe_set(env)

@@ -139,6 +139,13 @@ class ImageNet9Background(Task):
         return out
 
     # -- the task -----------------------------------------------------------------------------
+    def subject_names(self) -> tuple[str, ...]:
+        """The names of the subjects `prepare` gives, from the options alone (no data read, nothing
+        trained): `fexbench explain` checks --subject against them first."""
+        if self.real:
+            return tuple(spec.get("name") or str((spec.get("backbone") or {}).get("model")) for spec in self.subjects)
+        return tuple(self.zoo.subject_name(p, s) for p in self.p_natives for s in self.seeds)
+
     def prepare(self, env: Any) -> Prepared:
         if self.real:
             return self._prepare_challenge(env)

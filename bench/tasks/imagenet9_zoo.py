@@ -86,10 +86,16 @@ class ImageNet9Zoo:
         return BaseNet(f"cnn9-base-w{width}", config, data_key,
                        lambda: self.world_set(env, "train", self.n_train, data_seed, 0.0))
 
+    def subject_name(self, p_native: float, seed: int, width: int | None = None) -> str:
+        """The name of the subject at native fraction p_native, slot seed and width (None: the zoo's),
+        known before any training."""
+        width = self.width if width is None else width
+        return f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
+
     def _spec(self, env: Any, p_native: float, seed: int, width: int | None) -> tuple[str, TrainConfig, dict, int]:
         width = self.width if width is None else width
         data_seed = derive_seed(env.seed, "imagenet9", "train", p_native, seed)
-        name = f"cnn9-p{p_native:g}-s{seed}" + (f"-w{width}" if width != self.width else "")
+        name = self.subject_name(p_native, seed, width)
         # the replicate's own initialisation (and data order) for this slot: replicates share no stream
         config = TrainConfig(n_classes=len(CLASS_NAMES), width=width, epochs=self.epochs, lr=self.lr,
                              seed=derive_seed(env.seed, "init", "imagenet9", p_native, seed, width))

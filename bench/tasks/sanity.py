@@ -81,6 +81,18 @@ class SanityRandomization(Task):
         self.p_native, self.seed, self.cascade, self.n_bootstrap = p_native, seed, tuple(cascade), n_bootstrap
         self.imagenet9 = dict(imagenet9 or {})
 
+    def subject_names(self) -> tuple[str, ...]:
+        """The names of the subjects `prepare` gives, from the options alone (no data read, nothing
+        trained): `fexbench explain` checks --subject against them first."""
+        from fexbench.models.subjects import SmallCNN
+
+        in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
+        base = in9.subject_name(self.p_native, self.seed)
+        module = SmallCNN(len(CLASS_NAMES), in9.width)  # untrained: only its parameter names are read
+        stages = ["full" if covers_all(module, modules) else f"cascade-{modules[-1]}"
+                  for modules in cascade_stages(self.cascade)]
+        return tuple(f"{base}/{stage}" for stage in (TRAINED, COPY, *stages))
+
     def prepare(self, env: Any) -> Prepared:
         in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
         probe, test = in9.probe_set(env), in9.test_sets(env)["original"]

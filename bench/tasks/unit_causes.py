@@ -106,6 +106,18 @@ class UnitCauses(Task):
         self.imagenet9 = dict(imagenet9 or {})  # ImageNet9Background arguments: same world, same cached subjects
 
     # -- subjects -----------------------------------------------------------------------------
+    def subject_names(self) -> tuple[str, ...]:
+        """The names of the subjects `prepare` gives, from the options alone (no data read, nothing
+        trained): `fexbench explain` checks --subject against them first."""
+        names: list[str] = []
+        if self.rhos and self.seeds:
+            wb = _zoo_from_options(WaterbirdsZoo, self.waterbirds, "waterbirds", WATERBIRDS_TASK_OPTIONS)
+            names += [wb.subject_name(rho, seed) for rho in self.rhos for seed in self.seeds]
+        if self.p_natives and self.imagenet9_seeds:
+            in9 = ImageNet9Zoo.from_options(self.imagenet9, self.name, IMAGENET9_TASK_OPTIONS)
+            names += [in9.subject_name(p, seed) for p in self.p_natives for seed in self.imagenet9_seeds]
+        return tuple(names)
+
     def _layouts(self, env: Any) -> list[_Layout]:
         layouts = []
         if self.rhos and self.seeds:

@@ -63,6 +63,11 @@ def real_waterbirds_vocabulary() -> ConceptVocabulary:
     return ConceptVocabulary(concepts)
 
 
+def _real_subject_name(spec: Mapping[str, Any]) -> str:
+    """A real-data subject's name: its `name`, else <backbone model or cnn>-rho<rho>-s<seed>."""
+    return spec.get("name") or f"{spec.get('backbone', {}).get('model', 'cnn')}-rho{spec.get('rho')}-s{int(spec.get('seed', 0))}"
+
+
 class WaterbirdsSpurious(Task):
     name = "waterbirds-spurious"
     description = "spurious-correlation detection: explanations vs counterfactually measured background reliance"
@@ -127,6 +132,13 @@ class WaterbirdsSpurious(Task):
             raise DataError("waterbirds-spurious: real data needs `subjects` (a list of subject specs)")
         return [self._real_subject(env, spec) for spec in self.subjects]
 
+    def subject_names(self) -> tuple[str, ...]:
+        """The names of the subjects `prepare` gives, from the options alone (no data read, nothing
+        trained): `fexbench explain` checks --subject against them first."""
+        if self.data.get("source", "world") == "world":
+            return tuple(self.zoo.subject_name(rho, seed) for rho in self.rhos for seed in self.seeds)
+        return tuple(_real_subject_name(spec) for spec in self.subjects)
+
     def _world_subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
         return self.zoo.subject(env, rho, seed, position)
 
@@ -136,7 +148,7 @@ class WaterbirdsSpurious(Task):
 
         spec = dict(spec)
         rho, seed = spec.get("rho"), int(spec.get("seed", 0))
-        name = spec.get("name") or f"{spec.get('backbone', {}).get('model', 'cnn')}-rho{rho}-s{seed}"
+        name = _real_subject_name(spec)
 
         def train_set() -> ImageSet:
             train = self._real_split(env, "train")

@@ -92,13 +92,18 @@ class WaterbirdsZoo:
                     "size": self.image_size, "world": world.VERSION, "slot_seed": seed}
         return config, data_key, data_seed
 
+    @staticmethod
+    def subject_name(rho: float, seed: int) -> str:
+        """The name of the subject at spurious strength rho and slot seed (known before any training)."""
+        return f"cnn-rho{rho:g}-s{seed}"
+
     def subject(self, env: Any, rho: float, seed: int, position: str = "") -> Subject:
         """A SmallCNN trained on the layout at spurious strength rho (cached by config and data description),
         fine-tuned from the replicate's base network when there is one.
         `position` ("(3/10)") is shown in the training bar."""
         config, data_key, data_seed = self._spec(env, rho, seed)
         return load_or_train(
-            env.cache_dir, f"cnn-rho{rho:g}-s{seed}", config, CLASS_NAMES,
+            env.cache_dir, self.subject_name(rho, seed), config, CLASS_NAMES,
             lambda: self.world_set(env, "train", self.n_train, rho, data_seed),
             data_key, progress=env.progress, position=position, base=self.base(env))
 

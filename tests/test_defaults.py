@@ -224,3 +224,34 @@ def test_preset_files_say_what_they_set():
                             if "#" in line)
         for claim in _preset_claims(comments.replace("--replicates R", "")):
             assert claim == (min(per_task), max(per_task)), (name, claim, comments)
+
+
+def test_every_run_key_has_a_flag_that_reaches_the_run(tmp_path, monkeypatch):
+    """Every [run] key can be given on the command line: a hand-written flag or one generated from
+    its field; a generated flag's value reaches the run's environment."""
+    from fexbench import cli
+    from fexbench.cli import run as run_cli
+    from fexbench.harness import driver
+    from fexbench.harness.config import RunSection
+
+    options = {o for a in cli.build_parser()._subparsers._group_actions[0].choices["run"]._actions
+               for o in a.option_strings}
+    for key in RunSection.model_fields:
+        flag = run_cli.HAND_WRITTEN.get(key, "--" + key.replace("_", "-"))
+        assert flag in options, f"[run] {key} has no flag"
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(tasks, explainers, env, **kwargs):
+        seen["env"] = env
+        raise Stop
+    monkeypatch.setattr(driver, "run", capture)
+    with pytest.raises(Stop):
+        cli.main(["run", "--preset", "smoke", "--tasks", "sanity-randomization", "--explainers", "random",
+                  "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--job-memory-limit-mb", "4096",
+                  "--task-replicates", "sanity-randomization=2", "--no-amp", "--batch-size", "8"])
+    env = seen["env"]
+    assert env.job_memory_limit_mb == 4096 and env.replicates_for("sanity-randomization") == 2
+    assert env.amp is False and env.batch_size == 8

@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
                  resume=False if args.no_resume else None, threads=args.threads,
                  executor=args.executor or ("ray" if args.ray_address else None),
                  release=getattr(args, "release", None))
+    flags.update({k: getattr(args, k, None) for k in generated_keys() if getattr(args, k, None) is not None})
     if shipped_release_applies(args):  # plain `fexbench run`: the published default board's own zoo
         from fexbench import releases
         flags["release"] = str(releases.path(releases.DEFAULT))
@@ -208,4 +209,54 @@ def add_parser(sub) -> None:
     p_run.add_argument("--ray-address", metavar="ADDR",
                        help="a running Ray cluster (e.g. ray://head:10001 or auto; implies --executor ray); "
                             "default: start a local one")
+    _generated_flags(p_run)
     p_run.set_defaults(func=cmd_run)
+
+
+# [run] keys with a hand-written flag (a name that reads better than the key, or a switch); every
+# other key gets a flag generated from its field (`--<key>`), so every [run] key can be given on the
+# command line and a new key gets its flag without an edit here (tests/test_defaults.py)
+HAND_WRITTEN = {"out": "--out", "cache_dir": "--cache-dir", "seed": "--seed", "explainer_seeds": "--explainer-seeds",
+                "replicates": "--replicates", "job_time_limit_s": "--job-time-limit", "device": "--device",
+                "resume": "--no-resume", "threads": "--threads", "progress": "--quiet", "executor": "--executor",
+                "release": "--release", "train": "--train", "tasks": "--tasks", "explainers": "--explainers",
+                "preset": "--preset"}
+
+
+def _task_counts(text: str) -> dict[str, int]:
+    """`TASK=R,TASK=R` -> {TASK: R} (checked by the config: unknown tasks and bad counts are named)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(f"expected TASK=R[,TASK=R], got {part!r}")
+        out[name.strip()] = int(value)
+    return out
+
+
+def generated_keys() -> list[str]:
+    from fexbench.harness.config import RunSection
+    return [k for k in RunSection.model_fields if k not in HAND_WRITTEN]
+
+
+def _generated_flags(parser: argparse.ArgumentParser) -> None:
+    import typing
+
+    from fexbench.harness.config import RunSection
+    for key in generated_keys():
+        field = RunSection.model_fields[key]
+        flag, default = "--" + key.replace("_", "-"), field.get_default(call_default_factory=True)
+        hint = f"[run] {key} (default: {default}; docs/configuration.md)"
+        kinds = {a for a in typing.get_args(field.annotation) if a is not type(None)} or {field.annotation}
+        if typing.get_origin(field.annotation) is dict:
+            parser.add_argument(flag, type=_task_counts, metavar="TASK=R[,TASK=R]", help=hint)
+        elif bool in kinds:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=hint)
+        elif any(typing.get_origin(k) is dict for k in kinds):
+            parser.add_argument(flag, type=_task_counts, metavar="TASK=R[,TASK=R]", help=hint)
+        elif float in kinds:
+            parser.add_argument(flag, type=float, help=hint)
+        elif int in kinds:
+            parser.add_argument(flag, type=int, help=hint)
+        else:
+            parser.add_argument(flag, help=hint)

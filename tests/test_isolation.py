@@ -8,6 +8,7 @@ a run without the cheat.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -155,25 +156,27 @@ def test_a_hanging_explainer_is_stopped_by_the_job_time_limit(cache, tmp_path, c
 
 
 def test_explainers_see_an_opaque_subject_and_their_own_cache_area(cache, tmp_path):
-    seen = {}
-
+    """What an explainer saw travels back in its evidence (it runs in a worker process: a closure
+    of this test would stay empty)."""
     class Looks(Explainer):
         name = "looks"
 
         def explain(self, subject, targets, context):
-            seen[subject.name] = (dict(subject.config), Path(context.cache_dir), context.attributes,
-                                  context.probe.features.flags.writeable)
-            return [Explanation.from_weights(t, {"thing": 1.0}) for t in targets]
+            seen = {"name": subject.name, "config": dict(subject.config), "area": str(context.cache_dir),
+                    "attributes": context.attributes, "writeable": bool(context.probe.features.flags.writeable)}
+            return [Explanation.from_weights(t, {"thing": 1.0}, evidence=[json.dumps(seen)]) for t in targets]
 
     registry.register_explainer("looks", Looks)
     try:
-        _run(cache, tmp_path / "looks", ["looks"])
+        result = _run(cache, tmp_path / "looks", ["looks"])["looks"]
     finally:
         registry.explainers.unregister("looks")
-    assert len(seen) == len(TINY["rhos"]) * len(TINY["seeds"])
-    for name, (config, area, attributes, writeable) in seen.items():
-        assert "rho" not in name and config == {} and attributes is None and not writeable
-        assert area.is_relative_to(Path(cache) / "explainers")
+    assert result.status == "ok", result.error
+    seen = [json.loads(exps[0]["evidence"][0]) for exps in result.explanations.values()]
+    assert len({s["name"] for s in seen}) == len(TINY["rhos"]) * len(TINY["seeds"])
+    for s in seen:
+        assert "rho" not in s["name"] and s["config"] == {} and s["attributes"] is None and not s["writeable"]
+        assert Path(s["area"]).is_relative_to(Path(cache) / "explainers")
 
 
 def test_from_weights_rejects_nan_and_negative_weights():

@@ -148,6 +148,9 @@ class Environment:
     task_replicates: Mapping[str, int] = field(default_factory=dict)
     job_time_limit_s: float | None = None  # per (task, explainer) job; None: no limit
     job_memory_limit_mb: float | None = None  # per job, above what the process maps at its start
+    # where explainers run: "process" (a worker process that receives only the explainer's view;
+    # fexbench.harness.worker) or "inline" (this process, for debugging); FEXBENCH_EXPLAINER_ISOLATION wins
+    explainer_isolation: str = "process"
     resource_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def replicates_for(self, task: str) -> int:

@@ -11,10 +11,14 @@ labels, nor change another method's score. So every explainer job gets a *view* 
   holds the labelled world files;
 - ground-truth attributes only when the explainer is a declared oracle.
 
-This is isolation against accidental and casual leakage inside one Python process: it removes
-every path the contract hands out. A determined author can still walk the interpreter (read files
-by guessing paths, inspect frames); that is what the published board's review and the
-conformance checks are for, and a subprocess sandbox is out of scope.
+By default the explainer runs in a worker process of its own (fexbench.harness.worker): the view
+is all that process receives, so walking frames or the garbage collector finds no ground truth,
+and nothing it changes reaches the harness. The inline mode (`explainer_isolation = "inline"`,
+for debugging) runs it in the harness process, where only the view's omissions protect.
+
+Aliases and the seeds given to explainers come from the run secret (`run_secret`): 16 random
+bytes kept in `<cache>/run-secret`, created once per cache folder and never handed to a worker,
+so an alias cannot be inverted from the public run seed.
 
 Job limits (a time limit and, where the platform allows, a memory limit) stop an explainer that
 hangs or allocates without bound; the job becomes an error row and the run goes on.
@@ -63,10 +67,61 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
-def _alias(subject: Subject, seed: int) -> str:
-    """An opaque name for a subject: stable within a run, different per run seed, telling nothing
-    about how the subject was trained."""
-    return f"subject-{derive_seed('alias', subject.name, seed, bits=32):08x}"
+SECRET_FILE = "run-secret"
+
+
+def run_secret(cache_dir: str | Path) -> bytes:
+    """The run secret of a cache folder: 16 random bytes (`secrets.token_bytes`), written once as
+    hex to `<cache>/run-secret` (under the folder's build lock, atomically) and read back by every
+    later run, helper process and Ray worker on that cache, so aliases and explainer seeds, hence
+    results, resume and reproduce on that cache. A missing or malformed file is (re)made."""
+    import secrets
+
+    from fexbench.core.cache import atomic_write_text, build_lock, warn
+
+    path = Path(cache_dir) / SECRET_FILE
+
+    def read() -> bytes | None:
+        try:
+            text = path.read_text(encoding="ascii").strip()
+            return bytes.fromhex(text) if len(text) == 32 else None
+        except (OSError, ValueError):
+            return None
+
+    found = read()
+    if found is not None:
+        return found
+    with build_lock(path):
+        found = read()
+        if found is None:
+            if path.exists():
+                warn(f"{path}: not a run secret (32 hex digits); making a new one (aliases and explainer "
+                     f"seeds change, so results on this cache are recomputed)")
+            atomic_write_text(path, secrets.token_bytes(16).hex() + "\n")
+            found = read()
+    if found is None:
+        raise OSError(f"{path}: could not write the run secret")
+    return found
+
+
+def secret_id(secret: bytes) -> str:
+    """What a result records of the secret: 16 hex digits of its sha256 (says which secret, reveals
+    nothing of it)."""
+    return hashlib.sha256(b"fexbench-run-secret:" + secret).hexdigest()[:16]
+
+
+def context_seed(seed: int, secret: bytes | None = None) -> int:
+    """The seed an explainer's context gets for explainer seed `seed`: derived from the run secret
+    (the public seed itself without one, as check-explainer does)."""
+    return seed if secret is None else derive_seed("explainer-context-seed", secret.hex(), seed)
+
+
+def _alias(subject: Subject, seed: int, secret: bytes | None = None) -> str:
+    """An opaque name for a subject: stable within a run, different per explainer seed, telling
+    nothing about how the subject was trained; derived from the run secret when there is one."""
+    if secret is None:
+        return f"subject-{derive_seed('alias', subject.name, seed, bits=32):08x}"
+    return f"subject-{derive_seed('alias', secret.hex(), subject.name, seed, bits=32):08x}"
 
 
 def _namespace(explainer: Any, registered_name: str) -> str:
@@ -75,8 +130,10 @@ def _namespace(explainer: Any, registered_name: str) -> str:
 
 
 def explainer_view(case: Case, explainer: Any, registered_name: str, seed: int, cache_root: Path,
-                   resources: Mapping[str, Any] | None = None) -> tuple[Subject, Context]:
-    """The (subject, context) an explainer job receives for a case; see the module docstring."""
+                   resources: Mapping[str, Any] | None = None,
+                   secret: bytes | None = None) -> tuple[Subject, Context]:
+    """The (subject, context) an explainer job receives for a case; see the module docstring.
+    `secret`: the run secret, from which the alias and the context's seed are derived."""
     probe = case.context.probe
     safe_probe = Probe(read_only(probe.images), read_only(probe.features), read_only(probe.logits),
                        probe.layer, tuple(probe.ids))
@@ -84,10 +141,11 @@ def explainer_view(case: Case, explainer: Any, registered_name: str, seed: int, 
     if getattr(explainer, "is_oracle", False) and case.oracle_attributes is not None:
         attributes = types.MappingProxyType({k: tuple(v) for k, v in case.oracle_attributes.items()})
     context = dataclasses.replace(
-        case.context, probe=safe_probe, vocabulary=tuple(case.context.vocabulary), seed=seed,
+        case.context, probe=safe_probe, vocabulary=tuple(case.context.vocabulary), seed=context_seed(seed, secret),
         cache_dir=Path(cache_root) / "explainers" / _namespace(explainer, registered_name),
         attributes=attributes, resources=case.context.resources if resources is None else resources)
-    subject = dataclasses.replace(case.subject, name=_alias(case.subject, seed), config=types.MappingProxyType({}))
+    subject = dataclasses.replace(case.subject, name=_alias(case.subject, seed, secret),
+                                  config=types.MappingProxyType({}))
     return subject, context
 
 
@@ -169,9 +227,17 @@ def limits(job_limits: JobLimits, what: str) -> Iterator[None]:
             undo()
 
 
-def enforced(job_limits: JobLimits) -> dict[str, Any]:
-    """Which limits this platform enforces, for the result record."""
-    can_time = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+def enforced(job_limits: JobLimits, mode: str = "inline", device: str = "cpu") -> dict[str, Any]:
+    """Which limits this platform enforces, for the result record. In a worker process ("process")
+    the harness kills the worker at the time limit from any thread, and the memory limit is a
+    hard RLIMIT_AS set before the explainer loads (not on CUDA, whose driver maps more address
+    space than any budget); inline, SIGALRM works in the main thread only."""
     import importlib.util
     can_memory = importlib.util.find_spec("resource") is not None
-    return {"time_s": job_limits.time_s if can_time else None, "memory_mb": job_limits.memory_mb if can_memory else None}
+    if mode == "process":
+        can_time = True
+        can_memory = can_memory and not str(device).startswith("cuda")
+    else:
+        can_time = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    return {"time_s": job_limits.time_s if can_time else None, "memory_mb": job_limits.memory_mb if can_memory else None,
+            "by": "worker process" if mode == "process" else "in-process (advisory)"}

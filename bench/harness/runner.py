@@ -1,5 +1,11 @@
 """The harness: every explainer on every task, one isolated, resumable job per pair.
 
+A job's explain step runs in a worker process that receives only the explainer's view
+(fexbench.harness.worker; `Environment.explainer_isolation` or FEXBENCH_EXPLAINER_ISOLATION =
+"inline" runs it in this process instead, for debugging). Either way the explanations cross one
+boundary (worker.to_plain / worker.from_plain) and are checked, scored and stored as exact
+built-in copies. Every executor (local, the prefetch helper, Ray) runs jobs through `run_job`.
+
 A job's failure (an exception, a NaN weight, a wrong number of explanations) becomes an error row
 with its message; the other jobs run on. A job whose result file already holds an ok result with
 the same job key (task config, explainer config, seeds, data, weight and resource hashes) is not
@@ -24,8 +30,11 @@ from fexbench.core.seeds import derive_seed
 from fexbench.core import profile
 from fexbench.core.threads import record as thread_record
 from fexbench.core.contract import Case, Environment, Explainer, ExplainerError, Explanation, Prepared, Task
+from fexbench.core.errors import read_only_write_message
 from fexbench.harness.pooling import pool
-from fexbench.harness.isolation import JobLimits, SharedInputs, enforced, explainer_view, limits
+from fexbench.harness.isolation import (JobLimits, SharedInputs, enforced, explainer_view, limits, run_secret,
+                                        secret_id)
+from fexbench.harness import worker as workers
 from fexbench.core.results import JobResult, ResultsError, package_versions, read_result, result_path, write_result
 
 FEXBENCH_VERSION = package_versions().get("fexbench", "unknown")
@@ -97,19 +106,22 @@ def resource_identity(resource: Any) -> str | None:
 
 def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int,
                   used: dict[str, Any] | None = None, registered_name: str = "",
-                  cache_root: Path | None = None, bar: str | None = None) -> tuple[dict, float, float]:
-    """Run one explainer over every case: a fresh instance per subject, fit then explain, each on
-    the isolated view of its case (fexbench.harness.isolation: opaque subject, read-only probe,
-    its own cache area, ground truth for oracles only). `used`, when given, collects the shared
-    resources the explainer read (name -> object). `bar`: a progress bar (stderr) with that
-    description counts the subjects done."""
+                  cache_root: Path | None = None, bar: str | None = None,
+                  secret: bytes | None = None) -> tuple[dict, float, float]:
+    """Run one explainer over every case in this process (the inline mode): a fresh instance per
+    subject, fit then explain, each on the isolated view of its case (fexbench.harness.isolation:
+    opaque subject, read-only probe, its own cache area, ground truth for oracles only). `used`,
+    when given, collects the shared resources the explainer read (name -> object). `bar`: a
+    progress bar (stderr) with that description counts the subjects done. `secret`: the run
+    secret aliases and context seeds derive from. The explanations cross the same boundary as a
+    worker's (plain values read once, rebuilt as exact copies) before they are checked."""
     explanations, fit_s, explain_s = {}, 0.0, 0.0
     for case in tqdm(prepared.cases, desc=bar, unit="subject", leave=False, disable=bar is None):
         explainer = factory()
         name = registered_name or explainer.name
         resources = UsedResources(case.context.resources, used) if used is not None else None
         root = cache_root if cache_root is not None else Path(case.context.cache_dir)
-        subject, context = explainer_view(case, explainer, name, seed, root, resources)
+        subject, context = explainer_view(case, explainer, name, seed, root, resources, secret)
         t0 = time.perf_counter()
         try:
             with profile.stage("fit"):
@@ -118,14 +130,40 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
             with profile.stage("explain"):
                 out = explainer.explain(subject, case.targets, context)
         except ValueError as exc:
-            if "read-only" in str(exc):
-                raise ExplainerError(f"explainer {name!r} tried to write into its read-only inputs (the probe "
-                                     f"arrays are shared with every other explainer): {exc}") from exc
+            named = read_only_write_message(exc, context.probe, f"explainer {name!r}")
+            if named:
+                raise ExplainerError(named) from exc
             raise
         explain_s += time.perf_counter() - t1
         fit_s += t1 - t0
-        explanations[case.subject.name] = check_explanations(name, case, out)
+        try:
+            plain = workers.to_plain(out)
+        except TypeError as exc:
+            raise ExplainerError(f"explainer {name!r} on subject {case.subject.name!r}: {exc}") from None
+        explanations[case.subject.name] = checked(name, case, plain)
     return explanations, fit_s, explain_s
+
+
+def checked(explainer: str, case: Case, plain: Any) -> list[Explanation]:
+    """A case's explanations from their plain form: rebuilt as exact copies with the case's own
+    targets (fexbench.harness.worker.from_plain), then the contract's checks."""
+    return check_explanations(explainer, case, workers.from_plain(explainer, case.subject.name, case.targets, plain))
+
+
+def explain_in_worker(worker: "workers.ExplainerWorker", probe: Explainer, prepared: Prepared, seed: int,
+                      registered_name: str, cache_root: Path, secret: bytes,
+                      bar: str | None = None) -> tuple[dict, float, float, list[str]]:
+    """explain_cases in the job's worker process: the views are made here (the same aliases, seeds
+    and cache areas as inline), only they travel; the replies are checked here."""
+    views = []
+    for case in prepared.cases:
+        subject, context = explainer_view(case, probe, registered_name, seed, cache_root, {}, secret)
+        views.append((subject, context, case.targets))
+    with profile.stage("explain"):
+        plains, fit_s, explain_s, used = worker.explain(views, bar)
+    explanations = {case.subject.name: checked(registered_name, case, plain)
+                    for case, plain in zip(prepared.cases, plains)}
+    return explanations, fit_s, explain_s, used
 
 
 EVIDENCE_KEPT = 20  # evidence lines kept per explanation in a result file (TExplain samples hundreds)
@@ -184,6 +222,12 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
     # the declared resources are built above, before the job's clock starts: a shared resource's
     # first build (e.g. training the embedded CLIP) is its own stage, not the first job's cost
     resource_build_s = time.perf_counter() - build_start
+    mode, secret = "process", b""
+    try:
+        mode = workers.isolation_mode(env)
+        secret = run_secret(env.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - a bad switch or an unwritable cache fails this job only
+        setup_error = setup_error or exc
     start = time.perf_counter()
     versions = code_versions(task, probe, probe.resource_names())
     key = stable_hash({"task": task_name, "task_config": task.config(), "explainer": explainer_name,
@@ -191,7 +235,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                        "replicates": [{"seed": e.seed, "explainer_seeds": s, "hashes": dict(p.hashes)}
                                       for e, s, p in zip(envs, seeds, prepared_list)],
                        "resources": {k: dict(v) for k, v in env.resource_configs.items()},
-                       "resource_identities": identities, "versions": versions}, 24)
+                       "resource_identities": identities, "versions": versions,
+                       "run_secret": secret_id(secret), "explainer_isolation": mode}, 24)
     if resume and path.exists():
         try:  # only a verified ok result of this very job is reused; anything else is named and recomputed
             old = read_result(path)
@@ -208,7 +253,8 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
     common = dict(task=task_name, explainer=explainer_name, oracle=bool(probe.is_oracle), job_key=key, seed=env.seed,
                   config={"task": task.config(), "explainer": probe.config(), "explainer_seeds": seeds[0],
                           "replicates": len(prepared_list), "code_versions": versions,
-                          "job_limits": enforced(job_limits), "threads": thread_record(env)},
+                          "job_limits": enforced(job_limits, mode, env.device), "threads": thread_record(env),
+                          "explainer_isolation": mode, "run_secret": secret_id(secret)},
                   hashes=dict(first.hashes), ground_truth=dict(first.ground_truth))
     if unsupported and setup_error is None:
         result = JobResult(status="skipped", error=f"explainer {explainer_name!r} explains only "
@@ -216,6 +262,16 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                            f"{', '.join(unsupported)} targets", **common)
         write_result(env.out_dir, result)
         return result
+    if mode == "process" and setup_error is None:
+        server_start = time.perf_counter()
+        try:
+            workers.ensure_server()  # once per process (it imports torch): not counted in the job's time
+        except Exception as exc:  # noqa: BLE001 - no worker processes here: this job's error row says why
+            setup_error = workers.WorkerFailure(f"explainer {explainer_name!r} on task {task_name!r}: no worker "
+                                                f"process could be started ({type(exc).__name__}: {exc}); "
+                                                f"{workers.ISOLATION_ENV}=inline runs explainers in this process")
+        start += time.perf_counter() - server_start
+    worker_added_mb = 0.0
     with PeakMemory() as mem:
         try:
             if setup_error is not None:
@@ -224,23 +280,42 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
             scored: list[list[Any]] = []
             kept: dict[str, Any] = {}
             fit_s = explain_s = 0.0
-            with limits(job_limits, f"explainer {explainer_name!r} on task {task_name!r}"):
-                for replicate, replicate_seeds_ in zip(prepared_list, seeds):
-                    guard = SharedInputs(replicate.cases)
-                    scored.append([])
-                    for seed in replicate_seeds_:
-                        explanations, fit_t, explain_t = explain_cases(
-                            factory, replicate, seed, used, explainer_name, env.cache_dir,
-                            bar=f"explain {explainer_name} on {task_name}" if env.progress else None)
-                        changed = guard.changed()
-                        if changed:
-                            raise ExplainerError(f"explainer {explainer_name!r} modified the shared probe arrays of "
-                                                 f"{', '.join(changed)}; they were restored for the other explainers")
-                        with profile.stage("score"):
-                            scored[-1].append(task.score(replicate, explanations))
-                        if not kept:
-                            kept = explanation_record(explanations)
-                        fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
+            bar = f"explain {explainer_name} on {task_name}" if env.progress else None
+            if mode == "process":
+                with _worker(factory, probe, explainer_name, task_name, env, job_limits) as worker:
+                    for replicate, replicate_seeds_ in zip(prepared_list, seeds):
+                        scored.append([])
+                        for seed in replicate_seeds_:
+                            explanations, fit_t, explain_t, read = explain_in_worker(
+                                worker, probe, replicate, seed, explainer_name, env.cache_dir, secret, bar)
+                            used.update({n: None for n in read})
+                            with profile.stage("score"):
+                                scored[-1].append(task.score(replicate, explanations))
+                            if not kept:
+                                kept = explanation_record(explanations)
+                            fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
+                    worker_added_mb = worker.added_mb
+                # the names the worker read; their identities are this process's (only declared ones
+                # can be read there, and a name it reports is never built here unless declared)
+                used = {n: env.resources[n] if n in probe.resource_names() else None for n in used}
+            else:
+                with limits(job_limits, f"explainer {explainer_name!r} on task {task_name!r}"):
+                    for replicate, replicate_seeds_ in zip(prepared_list, seeds):
+                        guard = SharedInputs(replicate.cases)
+                        scored.append([])
+                        for seed in replicate_seeds_:
+                            explanations, fit_t, explain_t = explain_cases(
+                                factory, replicate, seed, used, explainer_name, env.cache_dir, bar=bar, secret=secret)
+                            changed = guard.changed()
+                            if changed:
+                                raise ExplainerError(f"explainer {explainer_name!r} modified the shared probe arrays "
+                                                     f"of {', '.join(changed)}; they were restored for the other "
+                                                     f"explainers")
+                            with profile.stage("score"):
+                                scored[-1].append(task.score(replicate, explanations))
+                            if not kept:
+                                kept = explanation_record(explanations)
+                            fit_s, explain_s = fit_s + fit_t, explain_s + explain_t
             pooled = pool(scored, seed=env.seed)
             undeclared = sorted(set(used) - set(probe.resource_names()))
             if undeclared:  # its identity is not in the job key: a new CLIP would resume a stale result
@@ -260,12 +335,41 @@ def run_job(task_name: str, task: Task, prepared: Prepared | Sequence[Prepared],
                                unit_values=pooled.unit_values, explanations=kept, **common)
         except KeyboardInterrupt:
             raise
+        except workers.WorkerFailure as exc:  # its message names what happened in the worker
+            result = JobResult(status="error", error=str(exc), **common)
         except BaseException as exc:  # one failing job never sinks the others, not even by SystemExit
             tb = traceback.format_exc(limit=-3)
             result = JobResult(status="error", error=f"{type(exc).__name__}: {exc}\n{tb}", **common)
-    result = dataclasses.replace(result, wall_time_s=time.perf_counter() - start, peak_rss_mb=mem.peak_mb)
+    # the job's peak: this process's, plus what its worker added above its own start (the fork
+    # server's preloaded interpreter, shared by every worker, is not the job's)
+    result = dataclasses.replace(result, wall_time_s=time.perf_counter() - start,
+                                 peak_rss_mb=mem.peak_mb + worker_added_mb)
     write_result(env.out_dir, result)
     return result
+
+
+def _worker(factory: Callable[[], Explainer], probe: Explainer, explainer_name: str, task_name: str,
+            env: Environment, job_limits: JobLimits) -> "workers.ExplainerWorker":
+    """The job's worker (started on its first step): a freshly constructed explainer (sent as its
+    class and state, never the factory, which may close over the job's task and Environment), the
+    factories of the resources it declares, the part of the Environment those factories read, and
+    the limits."""
+    import torch
+
+    resources = {}
+    for name in probe.resource_names():
+        factory_ = _resource_factory(name)
+        if factory_ is not None:
+            resources[name] = factory_
+    resource_env = {"cache_dir": env.cache_dir, "device": env.device, "amp": env.amp, "batch_size": env.batch_size,
+                    "threads": env.threads, "progress": False,
+                    "resource_configs": {k: dict(v) for k, v in env.resource_configs.items()}}
+    deadline = time.monotonic() + job_limits.time_s if job_limits.time_s else None
+    memory = job_limits.memory_mb if enforced(job_limits, "process", env.device)["memory_mb"] else None
+    return workers.ExplainerWorker(factory(), explainer_name, f"explainer {explainer_name!r} on task {task_name!r}",
+                                   deadline=deadline, time_limit_s=job_limits.time_s, memory_mb=memory,
+                                   threads=torch.get_num_threads(), resources=resources, resource_env=resource_env,
+                                   progress=env.progress)
 
 
 def prepare_failures(task_name: str, explainer_names: Sequence[str], exc: BaseException,

@@ -51,13 +51,14 @@ def _run(args: argparse.Namespace) -> int:
     if shipped_release_applies(args):  # plain `fexbench run`: the published default board's own zoo
         from fexbench import releases
         flags["release"] = str(releases.path(releases.DEFAULT))
-        log(f"fexbench: scoring on the shipped default release ({flags['release']}); --train trains the zoo instead")
     if getattr(args, "preset", None):  # a shipped preset (fexbench.presets); a --config then overrides it
         from fexbench import presets
         flags["preset"] = args.preset if args.config else None
         args.config = args.config or presets.path(args.preset)
     config = load_config(args.config, overrides=flags) if args.config else default_config().with_overrides(**flags)
     on_release = None
+    if shipped_release_applies(args):  # said once the flags are known to be good
+        log(f"fexbench: scoring on the shipped default release ({flags['release']}); --train trains the zoo instead")
     if config.run.release:  # verified, placed in the cache; its design is what runs (docs/release.md)
         from fexbench.harness.release import prepare_run
         config, on_release = prepare_run(config, tasks_given=bool(args.tasks) or config.run.tasks is not None,

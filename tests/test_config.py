@@ -145,7 +145,8 @@ word = "yes"
 model = "big"
 """)
     out = tmp_path / "from-flag"
-    assert main(["run", "--config", str(config), "--out", str(out), "--seed", "5"]) == 0
+    # in this process (--executor local): the test reads what the task saw from its class
+    assert main(["run", "--config", str(config), "--out", str(out), "--seed", "5", "--executor", "local"]) == 0
     (task_config, env), = ConfigToyTask.prepared_with
     assert task_config == {"n_subjects": 3, "rate": 1.0, "data": None, "subjects": None}
     assert isinstance(task_config["rate"], float)

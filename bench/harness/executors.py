@@ -577,6 +577,30 @@ class _NoProcesses(Exception):
     """No process pool could start on this platform."""
 
 
+def unpicklable_components(graph: JobGraph) -> list[str]:
+    """The graph's tasks and explainers whose registered factory a spawned worker could not receive
+    (pickled by reference: a class defined inside a function, a lambda, a notebook's __main__)."""
+    import pickle
+
+    names = [("task", t, registry.tasks) for t in graph.task_names]
+    names += [("explainer", e, registry.explainers) for e in graph.explainer_names]
+    bad = []
+    for kind, name, reg in names:
+        try:
+            factory = reg.get(name)
+        except Exception:
+            continue  # unknown: becomes an error row as usual
+        module = getattr(factory, "__module__", "")
+        try:
+            pickle.dumps(factory)
+        except Exception:
+            bad.append(f"{kind} {name!r}")
+            continue
+        if module == "__main__":
+            bad.append(f"{kind} {name!r}")
+    return bad
+
+
 class ProcessExecutor:
     """The graph over N worker processes, nodes dispatched as their inputs finish, the longest
     remaining path first. `processes` overrides N; `pool` is the pool class
@@ -596,6 +620,11 @@ class ProcessExecutor:
         if self.processes:
             processes, threads = self.processes, max(1, (int(env.threads or 0) or processes) // self.processes)
         if processes < 2 or not can_spawn():
+            return LocalExecutor().execute(graph, env, resume, log)
+        local = unpicklable_components(graph)
+        if local:  # e.g. a class defined in a notebook or a function: a spawned worker cannot import it
+            log(f"fexbench: {', '.join(local)} cannot be sent to a worker process (not importable by name); "
+                f"the graph runs in this process")
             return LocalExecutor().execute(graph, env, resume, log)
         log(f"fexbench: {processes} worker processes of {threads} thread{'s' if threads != 1 else ''}")
         profile_dir = tempfile.mkdtemp(prefix="fexbench-profile-")

@@ -111,17 +111,21 @@ def secret_id(secret: bytes) -> str:
 
 
 def context_seed(seed: int, secret: bytes | None = None) -> int:
-    """The seed an explainer's context gets for explainer seed `seed`: derived from the run secret
-    (the public seed itself without one, as check-explainer does)."""
-    return seed if secret is None else derive_seed("explainer-context-seed", secret.hex(), seed)
+    """The seed an explainer's context gets for explainer seed `seed`: the public explainer seed
+    itself, on every machine and cache, so stochastic explainers reproduce wherever the subjects
+    do (a release's numbers included). It is the same for every subject and tells nothing about
+    one; `secret` is accepted for the callers' sake and not used."""
+    return seed
 
 
 def _alias(subject: Subject, seed: int, secret: bytes | None = None) -> str:
     """An opaque name for a subject: stable within a run, different per explainer seed, telling
-    nothing about how the subject was trained; derived from the run secret when there is one."""
-    if secret is None:
-        return f"subject-{derive_seed('alias', subject.name, seed, bits=32):08x}"
-    return f"subject-{derive_seed('alias', secret.hex(), subject.name, seed, bits=32):08x}"
+    nothing about how the subject was trained. It is derived from the subject's weights hash, which
+    the explainer could compute from the model it is given anyway, never from the subject's name:
+    the old alias, derive_seed('alias', name, seed), could be inverted by trying the design's
+    names (cnn-rho0.95-s0, ...), and the name says how biased the subject was trained. The same on
+    every machine and cache, so results reproduce; `secret` is not used."""
+    return f"subject-{derive_seed('alias', subject.weights_hash, seed, bits=32):08x}"
 
 
 def _namespace(explainer: Any, registered_name: str) -> str:

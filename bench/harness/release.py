@@ -35,11 +35,13 @@ from fexbench.core.cache import (MANIFEST_SUFFIX, IntegrityError, atomic_write, 
                                  discard, file_sha256, manifest_path, seal, verify)
 from fexbench.core.release import ReleaseError, forbid_training
 from fexbench.core.results import JobResult, read_results_dir, write_result
+from fexbench.harness.isolation import SECRET_FILE
 
 FORMAT = "fexbench-release"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 RUN_CONFIG_FILE = "design/run-config.json"
+SECRET_PATH = "design/run-secret"  # the cache's run secret (fexbench.harness.isolation), when the run had one
 ROLES = ("subject", "resource", "ground-truth", "design")
 # the [run] keys of the design a run on the release repeats (the protocol the board's numbers come from)
 DESIGN_RUN_KEYS = ("seed", "replicates", "explainer_seeds")
@@ -617,6 +619,11 @@ def create(run_dir: str | os.PathLike, out: str | os.PathLike, archive: bool = F
     design_path.write_text(json.dumps(shipped, indent=2, sort_keys=True) + "\n", encoding="utf-8")  # no local paths
     artefacts.append(Artefact("design", "run-config", RUN_CONFIG_FILE, file_sha256(design_path),
                               design_path.stat().st_size))
+    secret = cache / SECRET_FILE
+    if secret.is_file():  # the run secret the results were scored under: explainer seeds and aliases
+        dest = out / SECRET_PATH
+        shutil.copyfile(secret, dest)
+        artefacts.append(Artefact("design", "run-secret", SECRET_PATH, file_sha256(dest), dest.stat().st_size))
     for gt_name, digest in sorted(truth.items()):
         artefacts.append(Artefact("ground-truth", gt_name, None, digest, None))
 
@@ -691,6 +698,15 @@ def place(opened: Opened, cache_dir: str | os.PathLike, log: Callable[[str], Non
             if not _matches(cache, target, want):
                 raise ReleaseError(f"{target}: differs from the release after placing it (a disk problem?)")
             written += 1
+    shipped = [a for a in opened.manifest.by_role("design") if a.name == "run-secret" and a.path]
+    if shipped:  # score under the board's own secret, so stochastic explainers draw the board's seeds
+        source = opened.root.joinpath(*PurePosixPath(shipped[0].path).parts)
+        target = cache / SECRET_FILE
+        with build_lock(target):
+            if not target.is_file() or target.read_bytes() != source.read_bytes():
+                cache.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, lambda t: shutil.copyfile(source, t))
+                log(f"release: its run secret placed in {target} (explainer seeds and aliases are the board's)")
     log(f"release: {written} cache entries placed, {len(groups) - written} already there")
     return written
 

@@ -2,6 +2,12 @@
 
 The loaders for real data are tested against these, so a loader that passes here reads the
 real release without edits.
+
+The suite runs explainers inline (FEXBENCH_EXPLAINER_ISOLATION=inline, set below unless the
+environment sets it): a worker process per job costs a forkserver start (several seconds with torch)
+in every process that runs jobs, which put the whole suite past its 15-minute budget. The worker
+boundary is what tests/test_worker.py tests, in process mode (it sets it), and a run's metrics are
+the same in both modes (tests/test_worker.py compares them).
 """
 from __future__ import annotations
 
@@ -14,6 +20,11 @@ import pytest
 from PIL import Image
 
 BASELINES = ("oracle", "random", "class-name")
+
+
+def pytest_configure(config):
+    import os
+    os.environ.setdefault("FEXBENCH_EXPLAINER_ISOLATION", "inline")
 
 
 def run_baselines(root: Path, task: str, config: dict) -> tuple:

@@ -4,7 +4,7 @@ Each cheat of tests/cheats/ runs on a tiny waterbirds-spurious task and must mee
 outcome: the ground truth is not found, the harness's code and the other explainers' inputs are
 out of reach, the limits hold from outside (killed at the time limit, out of memory under a hard
 limit), an exit is an error row and the run goes on, and what is scored is what is stored. Every
-one of these tests fails in the old in-process harness; with FEXBENCH_EXPLAINER_ISOLATION=inline
+one of these tests fails in the old in-process harness; with FEXBENCH_WORKER_TESTS_INLINE=1 (inline mode)
 all but the two boundary tests (str/tuple subclasses, converted on both paths) and the alias test
 fail too (the os._exit one ends the test process). Built-in explainers give the same metrics
 in a worker as inline.
@@ -36,6 +36,19 @@ def registered():
     cheats.register()
     yield
     cheats.unregister()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_mode():
+    """These tests are about the worker boundary: process mode, whatever the suite's default
+    (tests/conftest.py runs the rest inline); FEXBENCH_WORKER_TESTS_INLINE=1 shows the old harness."""
+    import os
+    with pytest.MonkeyPatch.context() as mp:
+        if os.environ.get("FEXBENCH_WORKER_TESTS_INLINE") == "1":
+            mp.setenv("FEXBENCH_EXPLAINER_ISOLATION", "inline")
+        else:
+            mp.setenv("FEXBENCH_EXPLAINER_ISOLATION", "process")
+        yield
 
 
 @pytest.fixture

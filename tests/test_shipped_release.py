@@ -60,4 +60,4 @@ def test_plain_run_trains_nothing_and_gives_the_published_numbers(tmp_path, monk
         board = json.loads((BOARD / "sanity-randomization" / f"{explainer}.json").read_text())
         assert {m["name"]: m["value"] for m in mine["metrics"]} == pytest.approx(
             {m["name"]: m["value"] for m in board["metrics"]}, abs=1e-9)
-        assert mine["config"]["release"]["name"] == "fexbench-default-v1"
+        assert mine["config"]["release"]["name"] == "fexbench-default-v2"

@@ -118,13 +118,18 @@ def context_seed(seed: int, secret: bytes | None = None) -> int:
     return seed
 
 
-def _alias(subject: Subject, seed: int, secret: bytes | None = None) -> str:
+def _alias(subject: Subject, seed: int, secret: bytes | None = None, occurrence: int = 0) -> str:
     """An opaque name for a subject: stable within a run, different per explainer seed, telling
     nothing about how the subject was trained. It is derived from the subject's weights hash, which
     the explainer could compute from the model it is given anyway, never from the subject's name:
     the old alias, derive_seed('alias', name, seed), could be inverted by trying the design's
     names (cnn-rho0.95-s0, ...), and the name says how biased the subject was trained. The same on
-    every machine and cache, so results reproduce; `secret` is not used."""
+    every machine and cache, so results reproduce; `secret` is not used. `occurrence` tells apart
+    subjects with the same weights in one job (sanity-randomization's identical copy under another
+    name): the k-th one gets its own alias, so an identical copy is not recognisable by its alias
+    (the explainer could compare the weights itself; the alias says no more than that)."""
+    if occurrence:
+        return f"subject-{derive_seed('alias', subject.weights_hash, seed, occurrence, bits=32):08x}"
     return f"subject-{derive_seed('alias', subject.weights_hash, seed, bits=32):08x}"
 
 
@@ -135,7 +140,7 @@ def _namespace(explainer: Any, registered_name: str) -> str:
 
 def explainer_view(case: Case, explainer: Any, registered_name: str, seed: int, cache_root: Path,
                    resources: Mapping[str, Any] | None = None,
-                   secret: bytes | None = None) -> tuple[Subject, Context]:
+                   secret: bytes | None = None, occurrence: int = 0) -> tuple[Subject, Context]:
     """The (subject, context) an explainer job receives for a case; see the module docstring.
     `secret`: the run secret, from which the alias and the context's seed are derived."""
     probe = case.context.probe
@@ -148,7 +153,7 @@ def explainer_view(case: Case, explainer: Any, registered_name: str, seed: int, 
         case.context, probe=safe_probe, vocabulary=tuple(case.context.vocabulary), seed=context_seed(seed, secret),
         cache_dir=Path(cache_root) / "explainers" / _namespace(explainer, registered_name),
         attributes=attributes, resources=case.context.resources if resources is None else resources)
-    subject = dataclasses.replace(case.subject, name=_alias(case.subject, seed, secret),
+    subject = dataclasses.replace(case.subject, name=_alias(case.subject, seed, secret, occurrence),
                                   config=types.MappingProxyType({}))
     return subject, context
 

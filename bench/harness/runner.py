@@ -104,6 +104,18 @@ def resource_identity(resource: Any) -> str | None:
     return None
 
 
+def same_weights_occurrences(prepared: Prepared) -> list[int]:
+    """For each case, how many earlier cases had a subject with the same weights (0 for the first):
+    the alias of an identical copy differs from its original's (fexbench.harness.isolation._alias)."""
+    seen: dict[str, int] = {}
+    out = []
+    for case in prepared.cases:
+        key = case.subject.weights_hash
+        out.append(seen.get(key, 0))
+        seen[key] = seen.get(key, 0) + 1
+    return out
+
+
 def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: int,
                   used: dict[str, Any] | None = None, registered_name: str = "",
                   cache_root: Path | None = None, bar: str | None = None,
@@ -116,12 +128,14 @@ def explain_cases(factory: Callable[[], Explainer], prepared: Prepared, seed: in
     secret aliases and context seeds derive from. The explanations cross the same boundary as a
     worker's (plain values read once, rebuilt as exact copies) before they are checked."""
     explanations, fit_s, explain_s = {}, 0.0, 0.0
-    for case in tqdm(prepared.cases, desc=bar, unit="subject", leave=False, disable=bar is None):
+    occurrences = same_weights_occurrences(prepared)
+    for case, occurrence in zip(tqdm(prepared.cases, desc=bar, unit="subject", leave=False, disable=bar is None),
+                                occurrences):
         explainer = factory()
         name = registered_name or explainer.name
         resources = UsedResources(case.context.resources, used) if used is not None else None
         root = cache_root if cache_root is not None else Path(case.context.cache_dir)
-        subject, context = explainer_view(case, explainer, name, seed, root, resources, secret)
+        subject, context = explainer_view(case, explainer, name, seed, root, resources, secret, occurrence)
         t0 = time.perf_counter()
         try:
             with profile.stage("fit"):
@@ -156,8 +170,8 @@ def explain_in_worker(worker: "workers.ExplainerWorker", probe: Explainer, prepa
     """explain_cases in the job's worker process: the views are made here (the same aliases, seeds
     and cache areas as inline), only they travel; the replies are checked here."""
     views = []
-    for case in prepared.cases:
-        subject, context = explainer_view(case, probe, registered_name, seed, cache_root, {}, secret)
+    for case, occurrence in zip(prepared.cases, same_weights_occurrences(prepared)):
+        subject, context = explainer_view(case, probe, registered_name, seed, cache_root, {}, secret, occurrence)
         views.append((subject, context, case.targets))
     with profile.stage("explain"):
         plains, fit_s, explain_s, used = worker.explain(views, bar)

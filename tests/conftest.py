@@ -22,6 +22,85 @@ from PIL import Image
 BASELINES = ("oracle", "random", "class-name")
 
 
+# -- test tiers --------------------------------------------------------------------------------------
+# `pytest -m "not slow"` is the quick tier (at most 4 minutes on 2 idle cores); the whole suite is
+# the README's command (under 15). "slow" = every test of a module whose shared fixture trains or
+# runs a benchmark (its cost would move to whichever test runs first), and each test measured at
+# several seconds or more in a whole-suite run (`pytest --durations=60`; re-measure when adding one).
+SLOW_MODULES = frozenset({
+    "test_agreement.py", "test_example_plugin.py", "test_executors.py", "test_worker.py", "test_verify.py",
+    "test_publish.py", "test_site.py", "test_real_run.py", "test_replicates.py", "test_presets.py",
+    "test_shipped_release.py", "test_parallel_zoo.py", "test_concept_transfer.py", "test_imagenet9.py",
+    "test_waterbirds_task.py", "test_unit_causes.py", "test_sanity.py", "test_release.py", "test_graph.py",
+    "test_faults.py", "test_stability.py", "test_captioner.py", "test_isolation.py", "test_runner.py",
+})
+SLOW_TESTS = frozenset({
+    "test_agreement.py::test_agreement_reports_each_runs_groups_coverage_and_pooled_splits",
+    "test_agreement.py::test_power_pools_independent_runs_into_one_pilot",
+    "test_architecture.py::test_a_task_that_fails_to_prepare_gives_error_rows_and_the_run_goes_on",
+    "test_architecture.py::test_the_wheel_holds_only_the_fexbench_package_and_its_data",
+    "test_captioner.py::test_a_tiny_blip_saved_with_save_pretrained_loads_and_samples_by_path",
+    "test_captioner.py::test_sampling_is_reproducible_with_a_seed",
+    "test_check_explainer.py::test_builtin_explainers_pass[clip-dissect]",
+    "test_check_explainer.py::test_builtin_explainers_pass[falcon]",
+    "test_check_explainer.py::test_cli_reports_each_check_and_exits_1_on_failure",
+    "test_cli.py::test_every_help_example_runs_as_written[fexbench",
+    "test_compare.py::test_different_ground_truth_is_refused_unless_forced",
+    "test_compare.py::test_false_alarm_rate_of_reseeded_stochastic_explainer",
+    "test_compare.py::test_worse_explainer_exits_1_and_names_the_regression",
+    "test_concept_transfer.py::test_transfer_end_to_end",
+    "test_config.py::test_flags_replace_file_values_before_they_are_checked",
+    "test_config.py::test_summary_describes_the_whole_results_folder",
+    "test_defaults.py::test_every_sentence_about_a_presets_or_the_defaults_replicates_matches",
+    "test_example_plugin.py::test_entry_point_is_visible_only_in_the_subprocess",
+    "test_example_plugin.py::test_plugin_passes_check_explainer",
+    "test_example_plugin.py::test_the_ci_gate_passes_the_plugin_and_fails_its_sign_flip",
+    "test_executors.py::test_a_worker_that_dies_mid_job_is_tried_again_alone[False]",
+    "test_executors.py::test_a_worker_that_dies_mid_job_is_tried_again_alone[True]",
+    "test_executors.py::test_ctrl_c_ends_the_run_and_every_process_wherever_it_lands[workers",
+    "test_executors.py::test_ctrl_c_ends_the_run_and_every_process_wherever_it_lands[zoo",
+    "test_executors.py::test_the_process_executor_gives_the_local_results",
+    "test_faults.py::test_a_bad_file_of_another_explainer_does_not_sink_the_run",
+    "test_faults.py::test_flipped_bytes_in_cached_activations_are_named_and_recomputed",
+    "test_faults.py::test_two_processes_on_one_cache_train_each_subject_once",
+    "test_graph.py::test_local_executor_gives_exactly_the_sequential_results",
+    "test_graph.py::test_plan_is_calibrated_by_a_measured_pilot_and_scales_with_replicates",
+    "test_imagenet9.py::test_ground_truth_is_measured_per_variant",
+    "test_isolation.py::test_the_zoo_really_varies_in_reliance",
+    "test_parallel_zoo.py::test_worker_processes_train_the_same_weights_as_one_process",
+    "test_presets.py::test_smoke_preset_runs_every_task_and_metric",
+    "test_publish.py::test_old_schema_board_publishes",
+    "test_publish.py::test_screenshot_command",
+    "test_publish.py::test_site_has_every_page_and_every_link_resolves_offline",
+    "test_real_run.py::test_config_run_on_real_formats_scores_every_explainer_on_both_tasks",
+    "test_real_run.py::test_user_errors_on_the_real_path_are_one_clear_line",
+    "test_release.py::test_a_release_holds_the_subjects_design_and_expected_hashes",
+    "test_release.py::test_train_false_forbids_training_naming_the_subject",
+    "test_replicates.py::test_replicate_zero_is_the_plain_run",
+    "test_schema.py::test_validate_reads_the_published_older_schema_board",
+    "test_shipped_release.py::test_plain_run_trains_nothing_and_gives_the_published_numbers",
+    "test_site.py::test_downloads_are_in_the_site_and_hold_every_metric",
+    "test_stability.py::test_power_prints_rank_stability_for_a_replicated_run",
+    "test_stats.py::test_interval_covers_the_true_value_95_percent_of_the_time[spearman-moderate-5-20]",
+    "test_stats.py::test_one_replicate_comparison_of_clustered_units_is_wider_and_covers",
+    "test_unit_causes.py::test_ground_truth_counts_units_and_their_causes",
+    "test_verify.py::test_an_honest_method_is_consistent_on_the_private_seed",
+    "test_verify.py::test_the_memoriser_matches_the_honest_method_on_the_public_seed",
+    "test_waterbirds_task.py::test_ground_truth_is_measured_and_spans_reliance",
+    "test_waterbirds_task.py::test_same_seed_same_numbers_in_a_fresh_cache",
+    "test_worker.py::test_disarming_the_alarm_is_killed_at_the_time_limit",
+    "test_worker.py::test_walking_frames_or_the_gc_finds_no_ground_truth[cheat-frames]",
+    "test_worker.py::test_writing_other_replicates_probe_arrays_changes_no_other_result",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if path.split("/")[-1] in SLOW_MODULES or item.nodeid.split("tests/", 1)[-1] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     import os
     os.environ.setdefault("FEXBENCH_EXPLAINER_ISOLATION", "inline")

@@ -3,7 +3,6 @@ truth, every string escaped, and checked in a real (headless Chromium) browser f
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import time
@@ -13,40 +12,22 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from fexbench.core.cache import atomic_write_text
-from fexbench.core.results import canonical_digest, read_result, read_results_dir
+from fexbench.core.results import read_result, read_results_dir
 from fexbench.cli import main  # the CLI as a user calls it
 from fexbench.report.merge import PublishError
 from fexbench.report.site import publish
+from publish_fixtures import make_run, write_raw
 from fexbench.report.browser import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-EXPLAINERS = ["oracle", "random", "class-name"]
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, toy_method_registration) -> Path:
-    from fexbench.core.contract import Environment
-    from fexbench.harness.driver import run
-
-    root = tmp_path_factory.mktemp("publish-run")
-    with toy_method_registration() as toys:  # two compared methods, so the board ranks a family
-        run(["waterbirds-spurious"], [*EXPLAINERS, *toys],
-            Environment(cache_dir=root / "cache", out_dir=root / "run", progress=False, replicates=2),
-            task_configs={"waterbirds-spurious": dict(rhos=[0.5, 0.9, 0.98], seeds=[0], n_train=300, n_probe=100,
-                                                      n_test=100, epochs=2)}, log=lambda _: None)
-    return root / "run"
-
-
-def _write_raw(path: Path, result) -> Path:
-    """A result file under any name (a hostile explainer name is no file name), digest included."""
-    data = result.to_dict()
-    data["digest"] = canonical_digest(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(data))
+    return make_run(tmp_path_factory.mktemp("publish-run"), toy_method_registration)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +40,9 @@ def evil_run(run_dir, tmp_path_factory) -> Path:
                     for s, items in base.explanations.items()}
     evil = dataclasses.replace(base, explainer=f"evil{EVIL}", explanations=explanations,
                                config={**base.config, "explainer": {"note": EVIL}})
-    _write_raw(out / "waterbirds-spurious" / "evil.json", evil)
+    write_raw(out / "waterbirds-spurious" / "evil.json", evil)
     failed = dataclasses.replace(base, explainer="crash", status="error", metrics=(), error=f"boom {EVIL}")
-    _write_raw(out / "waterbirds-spurious" / "crash.json", failed)
+    write_raw(out / "waterbirds-spurious" / "crash.json", failed)
     return out
 
 
@@ -185,7 +166,7 @@ def test_other_ground_truth_is_refused_or_separate(run_dir, tmp_path, capsys):
         r = read_result(run_dir / "waterbirds-spurious" / f"{'oracle' if name == 'oracle' else 'random'}.json")
         hashes = {k: ("0" * 64 if k == "test" else v) for k, v in r.hashes.items()}
         reps = tuple({**rep, "hashes": {**rep["hashes"], "test": "0" * 64}} for rep in r.replicates)
-        _write_raw(b / "waterbirds-spurious" / f"{name}.json",
+        write_raw(b / "waterbirds-spurious" / f"{name}.json",
                    dataclasses.replace(r, explainer=name, hashes=hashes, replicates=reps))
     assert main(["publish", str(a), str(b), "--out", str(tmp_path / "site")]) == 2
     err = capsys.readouterr().err.strip()
